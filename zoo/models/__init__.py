@@ -1,0 +1,1 @@
+"""Model families: pure linen modules, each with a config dataclass."""

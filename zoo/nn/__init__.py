@@ -1,0 +1,1 @@
+"""Shared Flax linen layers with logical axis names."""

@@ -1,0 +1,202 @@
+"""Shared linen layers. Every parameter carries logical axis names.
+
+Logical names used here (mapped to mesh axes by one table in `zoo.train.mesh`):
+`batch`, `length`, `embed`, `heads`, `kv`, `mlp`, `vocab`, `positions`.
+Nothing here knows about tasks, losses or training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+default_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def logical(init: Initializer, names: Sequence[str | None]) -> Initializer:
+    """Wraps an initializer so the parameter is boxed with logical axis names."""
+    return nn.with_logical_partitioning(init, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """Activation sharding hint by logical names; a no-op outside a rules context."""
+    return nn.with_logical_constraint(x, tuple(names))
+
+
+class Dense(nn.Module):
+    """x @ kernel + bias over the last axis, with named axes.
+
+    `axes` names (in_axis, out_axis) of the kernel; the bias takes the out axis.
+    """
+
+    features: int
+    axes: tuple[str | None, str | None]
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    kernel_init: Initializer = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+                "kernel", logical(self.kernel_init, self.axes), (x.shape[-1], self.features), jnp.float32
+        )
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                    "bias", logical(nn.initializers.zeros_init(), (self.axes[1],)), (self.features,),
+                    jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over `embed`. eps defaults to 1e-5 (torch/fairseq), not flax's 1e-6."""
+
+    epsilon: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param("scale", logical(nn.initializers.ones_init(), ("embed",)), (d,), jnp.float32)
+        bias = self.param("bias", logical(nn.initializers.zeros_init(), ("embed",)), (d,), jnp.float32)
+        # Statistics in f32 even under bf16 compute: bf16 variance loses too much.
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding table [vocab, embed]; `attend` gives tied output logits."""
+
+    num_embeddings: int
+    features: int
+    dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_kernel_init
+
+    def setup(self):
+        self.embedding = self.param(
+                "embedding", logical(self.embedding_init, ("vocab", "embed")),
+                (self.num_embeddings, self.features), jnp.float32)
+
+    def __call__(self, ids_BxL: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding, ids_BxL, axis=0).astype(self.dtype)
+
+    def attend(self, x_BxLxD: jax.Array) -> jax.Array:
+        return jnp.einsum("bld,vd->blv", x_BxLxD.astype(self.dtype), self.embedding.astype(self.dtype))
+
+
+class LearnedPositions(nn.Module):
+    """Learned position table; row = position + offset (mBART uses offset 2)."""
+
+    num_positions: int
+    features: int
+    offset: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, positions_BxL: jax.Array) -> jax.Array:
+        table = self.param(
+                "embedding", logical(default_kernel_init, ("positions", "embed")),
+                (self.num_positions + self.offset, self.features), jnp.float32)
+        return jnp.take(table, positions_BxL + self.offset, axis=0).astype(self.dtype)
+
+
+def sinusoidal_positions(positions_BxL: jax.Array, features: int,
+                                                  max_timescale: float = 1e4) -> jax.Array:
+    """Fixed sin/cos position features (Vaswani et al. 2017, sec. 3.5): [B, L, features] f32."""
+    half = features // 2
+    inv = np.exp(-np.log(max_timescale) * np.arange(half) / max(half - 1, 1))
+    angles = positions_BxL[..., None].astype(jnp.float32) * inv
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def attention_mask(q_valid_BxQ: jax.Array, k_valid_BxK: jax.Array, *, causal: bool = False,
+                                      q_segments_BxQ: jax.Array | None = None,
+                                      k_segments_BxK: jax.Array | None = None) -> jax.Array:
+    """Boolean mask [B, 1, Q, K]: True where a query may attend to a key.
+
+    Segment ids (packing) restrict attention to the same packed example.
+    """
+    mask = q_valid_BxQ[:, :, None] & k_valid_BxK[:, None, :]
+    if causal:
+        q_len, k_len = q_valid_BxQ.shape[1], k_valid_BxK.shape[1]
+        mask = mask & jnp.tril(jnp.ones((q_len, k_len), bool))[None]
+    if q_segments_BxQ is not None:
+        mask = mask & (q_segments_BxQ[:, :, None] == k_segments_BxK[:, None, :])
+    return mask[:, None]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with biases on q/k/v/out (as BART/mBART).
+
+    q is scaled by head_dim**-0.5 after its projection. Masked logits get the
+    dtype's most negative finite value, not -inf, so a fully masked row (a pad
+    query) gives uniform weights rather than NaN.
+    """
+
+    num_heads: int
+    head_dim: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxQxD: jax.Array, kv_BxKxD: jax.Array, mask_Bx1xQxK: jax.Array | None,
+                              deterministic: bool = True) -> jax.Array:
+        d_model = x_BxQxD.shape[-1]
+        proj = lambda name: nn.DenseGeneral(  # noqa: E731
+                (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
+                kernel_init=logical(default_kernel_init, ("embed", "heads", "kv")),
+                bias_init=logical(nn.initializers.zeros_init(), ("heads", "kv")))
+        q_BxQxHxK = proj("query")(x_BxQxD) * (self.head_dim ** -0.5)
+        k_BxKxHxK = proj("key")(kv_BxKxD)
+        v_BxKxHxK = proj("value")(kv_BxKxD)
+        q_BxQxHxK = constrain(q_BxQxHxK, ("batch", "length", "heads", "kv"))
+
+        logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxK, k_BxKxHxK).astype(jnp.float32)
+        if mask_Bx1xQxK is not None:
+            logits_BxHxQxK = jnp.where(mask_Bx1xQxK, logits_BxHxQxK, jnp.finfo(jnp.float32).min)
+        probs_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
+        if self.dropout_rate > 0.0 and not deterministic:
+            probs_BxHxQxK = nn.Dropout(self.dropout_rate)(probs_BxHxQxK, deterministic=False)
+        out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
+        return nn.DenseGeneral(
+                d_model, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
+                kernel_init=logical(default_kernel_init, ("heads", "kv", "embed")),
+                bias_init=logical(nn.initializers.zeros_init(), ("embed",)))(out_BxQxHxK)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+        "relu": nn.relu,
+        # Exact erf GELU (torch's default and mBART's); flax's nn.gelu defaults to tanh.
+        "gelu": lambda x: nn.gelu(x, approximate=False),
+        "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+}
+
+
+class FeedForward(nn.Module):
+    """fc1 -> activation -> dropout -> fc2."""
+
+    mlp_dim: int
+    activation: str = "gelu"
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array, deterministic: bool = True) -> jax.Array:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is unknown; use one of {sorted(ACTIVATIONS)}")
+        h_BxLxF = Dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="fc1")(x_BxLxD)
+        h_BxLxF = ACTIVATIONS[self.activation](h_BxLxF)
+        h_BxLxF = constrain(h_BxLxF, ("batch", "length", "mlp"))
+        h_BxLxF = nn.Dropout(self.dropout_rate)(h_BxLxF, deterministic=deterministic)
+        return Dense(x_BxLxD.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="fc2")(h_BxLxF)

@@ -1,0 +1,91 @@
+"""What a model family gives the training loop.
+
+`zoo.train` knows tasks only through this interface; it never imports a model.
+A task turns a recipe's config into: a model and its init inputs, a loss,
+eval metrics, the batch layout with logical axes, FLOPs per batch, and the
+train/eval datasets.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator, Mapping
+
+import jax
+import numpy as np
+
+Batch = Mapping[str, Any]  # feature name -> array [batch, ...]
+Params = Any
+
+
+class Task(abc.ABC):
+    """One model family's glue for the loop. Subclasses are registered by name."""
+
+    name: str = ""
+
+    def __init__(self, config):
+        self.config = config
+
+    @abc.abstractmethod
+    def init_variables(self, rng: jax.Array, batch: Batch) -> Any:
+        """model.init(...) on a batch of the right shapes: boxed variables {'params': ...}."""
+
+    @abc.abstractmethod
+    def loss(self, params: Params, batch: Batch, rng: jax.Array, *, train: bool
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Returns (loss summed over the batch, aux).
+
+        aux must hold 'weight': the number of loss terms (e.g. target tokens) in
+        the batch, so the loop can normalise across microbatches and devices
+        exactly. Other aux entries are sums too (e.g. 'correct').
+        """
+
+    def eval_metrics(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
+        """Summed eval statistics; the loop divides every key by 'weight'."""
+        loss, aux = self.loss(params, batch, jax.random.PRNGKey(0), train=False)
+        return {"loss": loss, **aux}
+
+    @abc.abstractmethod
+    def batch_axes(self) -> dict[str, tuple[str | None, ...]]:
+        """Logical axes of each batch feature, e.g. {'inputs': ('batch', 'length')}."""
+
+    @abc.abstractmethod
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A zero batch of the largest shape the data produces (for init and AOT compile)."""
+
+    @abc.abstractmethod
+    def flops_per_batch(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+        """Model FLOPs (forward + backward) of one train step on a batch of these shapes."""
+
+    @abc.abstractmethod
+    def dataset(self, split: str, *, seed: int, process_index: int, process_count: int,
+                batch_multiple: int, train: bool) -> Any:
+        """A grain IterDataset of process-local batches (checkpointable iterator)."""
+
+    def tokens_in_batch(self, batch: Batch) -> int:
+        """Non-pad tokens in a (process-local) batch, for throughput."""
+        return int(sum(np.count_nonzero(np.asarray(v)) for k, v in batch.items()
+                       if k in self.batch_axes() and not k.endswith(("_segment_ids", "_positions"))))
+
+    def describe(self) -> str:
+        return self.name
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_task(config) -> Task:
+    """Builds the task named by config.task.name."""
+    name = config.task.name
+    if name not in _REGISTRY:
+        raise ValueError(f"task.name={name!r} is not a known task; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[name](config)
+
+
+def iterate(ds) -> Iterator:
+    return iter(ds)

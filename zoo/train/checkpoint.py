@@ -1,0 +1,150 @@
+"""Checkpoints that survive preemption: orbax CheckpointManager + data iterator state.
+
+Layout of WORKDIR:
+  config.json          the config of the run that created the workdir
+  signature.json       parameter paths -> shapes/dtypes (checked on resume)
+  checkpoints/<step>/  orbax items: state (train state), data (iterator JSON)
+
+orbax writes each step into a temporary folder and renames it only when the
+save is complete, so a run killed mid-save (SIGKILL) leaves at worst a
+temporary folder that is ignored (and cleaned) on restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from zoo.train.step import TrainState
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: saved after SIGTERM; rerun the same command to resume
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM (what a preempted Cloud TPU VM gets) into a flag the loop polls.
+
+    The loop finishes the step in flight, saves and exits with
+    PREEMPTED_EXIT_CODE. With several processes the flag is OR-ed across them
+    so all save the same step.
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame):
+        self._event.set()
+
+    def requested(self) -> bool:
+        flag = self._event.is_set()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            import numpy as np
+            flag = bool(multihost_utils.process_allgather(np.array(flag)).any())
+        return flag
+
+
+def signature(abstract_state: TrainState) -> dict[str, str]:
+    flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, abstract_state.params), sep="/")
+    return {k: f"{v.dtype}{list(v.shape)}" for k, v in sorted(flat.items())}
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} (saved) vs {b!r} (now)")
+    return out
+
+
+class Checkpointer:
+    """Owns WORKDIR/checkpoints; saves and restores train state + iterator state."""
+
+    def __init__(self, workdir: str, config, abstract_state: TrainState):
+        self.workdir = workdir
+        self.abstract_state = abstract_state
+        c = config.checkpoint
+        self.every = int(c.every_steps)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=c.keep_last or None, keep_period=c.keep_every or None,
+            enable_async_checkpointing=bool(c.async_save), cleanup_tmp_directories=True,
+            create=True)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
+            item_names=("state", "data"))
+        self._check_workdir(config)
+
+    # --- compatibility --------------------------------------------------------
+    def _check_workdir(self, config) -> None:
+        sig_path = os.path.join(self.workdir, "signature.json")
+        cfg_path = os.path.join(self.workdir, "config.json")
+        sig = signature(self.abstract_state)
+        new_cfg = json.loads(config.to_json_best_effort())
+        if self.manager.latest_step() is not None and os.path.exists(sig_path):
+            with open(sig_path) as f:
+                old_sig = json.load(f)
+            if old_sig != sig:
+                old_cfg = {}
+                if os.path.exists(cfg_path):
+                    with open(cfg_path) as f:
+                        old_cfg = json.load(f)
+                diff = _config_diff(old_cfg, new_cfg)
+                mism = [k for k in sorted(set(old_sig) | set(sig)) if old_sig.get(k) != sig.get(k)]
+                first = mism[0]
+                raise ValueError(
+                    f"workdir {self.workdir} holds a checkpoint of a different model: parameter "
+                    f"{first} is {old_sig.get(first, '<absent>')} there but "
+                    f"{sig.get(first, '<absent>')} now ({len(mism)} parameters differ). "
+                    f"Config differences: {'; '.join(diff[:8]) or 'none recorded'}. "
+                    "Use a new --workdir, or the saved config to resume; nothing was overwritten.")
+            return
+        if jax.process_index() == 0:
+            os.makedirs(self.workdir, exist_ok=True)
+            with open(cfg_path, "w") as f:
+                json.dump(new_cfg, f, indent=2, sort_keys=True)
+            with open(sig_path, "w") as f:
+                json.dump(sig, f, indent=1)
+
+    # --- save / restore ---------------------------------------------------------
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, step: int) -> tuple[TrainState, Any]:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(self.abstract_state.as_dict()),
+            data=ocp.args.JsonRestore()))
+        return TrainState.from_dict(restored["state"]), restored["data"]
+
+    def save(self, step: int, state: TrainState, data_state: Any, *, force: bool = False) -> bool:
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state.as_dict()),
+            data=ocp.args.JsonSave(data_state)), force=force)
+
+    def should_save(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

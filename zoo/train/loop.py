@@ -1,0 +1,184 @@
+"""THE training loop: every model family trains through `train(config, workdir, task)`.
+
+Read top to bottom: mesh -> optimizer and sharded state -> data -> restore or
+init -> steps (with metrics one step behind, so logging never stalls the
+device) -> checkpoints, eval, preemption.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from zoo.train import checkpoint as zckpt
+from zoo.train import mesh as zmesh
+from zoo.train import metrics as zmetrics
+from zoo.train import optim as zoptim
+from zoo.train import step as zstep
+
+log = logging.getLogger("zoo.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; nothing from that state was saved."""
+
+
+class PreemptedError(RuntimeError):
+    """SIGTERM arrived; the step finished and a checkpoint was saved."""
+
+
+def check_batch_config(config, mesh) -> int:
+    """The data-parallel size every global batch must be a multiple of (clear error if not)."""
+    bp = zmesh.batch_parallelism(mesh)
+    multiple = math.lcm(bp, jax.process_count())
+    d = config.data
+    if d.mode in ("pad", "pack") and d.global_batch_size % multiple:
+        raise ValueError(
+            f"data.global_batch_size={d.global_batch_size} is not divisible by the data-parallel "
+            f"size {multiple} (mesh data x fsdp = {bp}, processes = {jax.process_count()}); "
+            f"use a multiple of {multiple}, e.g. --config.data.global_batch_size="
+            f"{max(multiple, d.global_batch_size // multiple * multiple)}")
+    accum = int(config.optim.grad_accum_steps)
+    if accum > 1 and d.mode in ("pad", "pack") and d.global_batch_size % (multiple * accum):
+        raise ValueError(
+            f"data.global_batch_size={d.global_batch_size} must split into optim.grad_accum_steps="
+            f"{accum} microbatches that are each a multiple of {multiple}; use a multiple of "
+            f"{multiple * accum}")
+    return multiple * max(accum, 1)
+
+
+def _global_batch(local: dict[str, np.ndarray], setup: zstep.Setup) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(setup.batch_sharding[k], np.asarray(v))
+            for k, v in local.items() if k in setup.batch_sharding}
+
+
+def evaluate(task, config, setup: zstep.Setup, params, multiple: int) -> dict[str, float]:
+    """Summed eval metrics over the validation split (or its first num_batches batches)."""
+    ds = task.dataset(config.eval.split, seed=config.seed, process_index=jax.process_index(),
+                      process_count=jax.process_count(), batch_multiple=multiple, train=False)
+    totals: dict[str, float] = {}
+    for i, local in enumerate(ds):
+        if config.eval.num_batches and i >= config.eval.num_batches:
+            break
+        out = jax.device_get(setup.eval_step(params, _global_batch(local, setup)))
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    weight = max(totals.pop("weight", 0.0), 1.0)
+    return {f"eval_{k}": v / weight for k, v in totals.items()}
+
+
+def train(config, workdir: str, task) -> dict[str, Any]:
+    """Trains `task` as `config` says, in `workdir`; resumes from its latest checkpoint.
+
+    Returns a summary {'step', 'loss', 'eval_*'...}. Raises PreemptedError after
+    saving on SIGTERM and NonFiniteLossError on a NaN/Inf loss.
+    """
+    is_main = jax.process_index() == 0
+    num_steps = int(config.train.num_steps)
+
+    # ---------------------------------------------------------------- mesh
+    mesh = zmesh.make_mesh(config.mesh)
+    multiple = check_batch_config(config, mesh)
+
+    # ---------------------------------------- optimizer and sharded state
+    tx, schedule = zoptim.make_optimizer(config.optim, num_steps)
+    setup = zstep.build(task, config, mesh, tx, schedule)
+    ckpt = zckpt.Checkpointer(workdir, config, setup.abstract_state)
+
+    # ---------------------------------------------------------------- data
+    train_iter = iter(task.dataset(
+        "train", seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), batch_multiple=multiple, train=True))
+
+    # ---------------------------------------------------- restore or init
+    start = ckpt.latest_step()
+    if start is not None:
+        state, data_state = ckpt.restore(start)
+        train_iter.set_state(data_state)
+        log.info("resumed from %s/checkpoints/%d", workdir, start)
+    else:
+        start = 0
+        state = setup.init(jax.random.PRNGKey(config.seed))
+    dropout_rng = jax.random.PRNGKey(config.seed + 1)
+    peak, peak_source = zmetrics.device_peak_flops(dtype=config.model.get("dtype", "float32"))
+    num_devices = jax.device_count()
+
+    writer = zmetrics.MetricsWriter(workdir, enabled=is_main)
+    bar = zmetrics.progress_bar(num_steps, start, enabled=is_main and config.train.progress_bar)
+    summary: dict[str, Any] = {"step": start}
+    pending = None  # (step, metrics on device, step start time, batch shapes, tokens)
+    last_time = time.perf_counter()
+
+    def finish_step(p) -> None:
+        """Fetches one step's metrics (one step late) and logs them; NaN guard."""
+        nonlocal last_time
+        step, m, shapes, tokens = p
+        m = jax.device_get(m)
+        now = time.perf_counter()
+        dt, last_time = now - last_time, now
+        loss = float(m["loss"])
+        if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
+            raise NonFiniteLossError(
+                f"loss={loss}, grad_norm={float(m['grad_norm'])} at step {step}: training "
+                f"stopped and this state was not saved; the last good checkpoint is step "
+                f"{ckpt.latest_step()} in {workdir}/checkpoints. Lower optim.learning_rate, "
+                "raise optim.warmup_steps or set optim.clip_norm, then rerun.")
+        summary.update(step=step, loss=loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if step % config.train.log_every == 0 or step == num_steps:
+            row = {k: float(v) for k, v in m.items() if k != "weight"}
+            row["step_time"] = dt
+            row["tokens_per_sec"] = tokens * jax.process_count() / dt
+            row["examples_per_sec"] = shapes[next(iter(shapes))][0] / dt
+            row["mfu"] = task.flops_per_batch(shapes) / (dt * peak * num_devices)
+            writer.write(step, row)
+
+    # ---------------------------------------------------------------- steps
+    with zckpt.PreemptionWatcher() as watcher:
+        try:
+            step = start
+            while step < num_steps:
+                local = next(train_iter)
+                data_state = train_iter.get_state()
+                batch = _global_batch(local, setup)
+                state, m = setup.train_step(state, batch, dropout_rng)
+                step += 1
+                if pending is not None:
+                    finish_step(pending)
+                pending = (step, m, {k: v.shape for k, v in batch.items()},
+                           task.tokens_in_batch(local))
+
+                preempted = watcher.requested()
+                if ckpt.should_save(step) or preempted or step == num_steps:
+                    finish_step(pending)  # NaN guard runs before anything is saved
+                    pending = None
+                    ckpt.save(step, state, data_state, force=True)
+                if config.eval.every_steps and (step % config.eval.every_steps == 0
+                                                or step == num_steps):
+                    if pending is not None:
+                        finish_step(pending)
+                        pending = None
+                    ev = evaluate(task, config, setup, state.params, multiple)
+                    writer.write(step, ev)
+                    summary.update(ev)
+                    last_time = time.perf_counter()  # eval time is not step time
+                if preempted:
+                    ckpt.close()
+                    raise PreemptedError(
+                        f"SIGTERM: saved step {step} to {workdir}/checkpoints; rerun the same "
+                        "command to resume")
+            if pending is not None:
+                finish_step(pending)
+        finally:
+            bar.close()
+            writer.close()
+            ckpt.close()
+    summary["peak_flops_source"] = peak_source
+    summary["state"] = state
+    return summary

@@ -1,0 +1,104 @@
+"""Metrics you can watch: metrics.jsonl, TensorBoard, a progress bar, MFU."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense peak FLOP/s per device (chip) for the compute dtype, from vendor spec sheets.
+# TPU figures are bf16 (f32 matmuls run through bf16 passes on the MXU; we use the
+# same peak). GPU figures are dense tensor-core rates (f32 = TF32 tensor cores).
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "tpu v4": {"bfloat16": 275e12, "float32": 275e12},
+    "tpu v5 lite": {"bfloat16": 197e12, "float32": 197e12},   # v5e
+    "tpu v5e": {"bfloat16": 197e12, "float32": 197e12},
+    "tpu v5p": {"bfloat16": 459e12, "float32": 459e12},
+    "tpu v5": {"bfloat16": 459e12, "float32": 459e12},        # v5p reports "TPU v5"
+    "tpu v6 lite": {"bfloat16": 918e12, "float32": 918e12},   # v6e (Trillium)
+    "tpu v6e": {"bfloat16": 918e12, "float32": 918e12},
+    "h100": {"bfloat16": 989e12, "float32": 494e12},
+    "h200": {"bfloat16": 989e12, "float32": 494e12},
+    "a100": {"bfloat16": 312e12, "float32": 156e12},
+}
+
+HBM_BYTES: dict[str, float] = {
+    "v4": 32 * 2**30, "v5e": 16 * 2**30, "v5p": 95 * 2**30, "v6e": 32 * 2**30,
+}
+
+_cpu_peak_cache: dict[str, float] = {}
+
+
+def measure_cpu_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-N f32 matmul rate of this CPU device (all its cores), FLOP/s."""
+    if "f32" in _cpu_peak_cache:
+        return _cpu_peak_cache["f32"]
+    dev = jax.local_devices(backend="cpu")[0]
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), dev)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    _cpu_peak_cache["f32"] = 2 * n**3 / best
+    return _cpu_peak_cache["f32"]
+
+
+def device_peak_flops(device=None, dtype: str = "float32") -> tuple[float, str]:
+    """(peak FLOP/s of one device for `dtype`, where the figure comes from)."""
+    device = device or jax.devices()[0]
+    kind = device.device_kind.lower()
+    if device.platform == "cpu":
+        # Forced host devices share the same cores: one device's share of the machine.
+        n = max(len(jax.local_devices()), 1)
+        return measure_cpu_matmul_flops() / n, "measured f32 matmul on this CPU"
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if key in kind:
+            return PEAK_FLOPS[key].get(dtype, PEAK_FLOPS[key]["bfloat16"]), f"spec sheet ({key})"
+    return float("nan"), f"unknown device kind {device.device_kind!r}"
+
+
+class MetricsWriter:
+    """Appends JSON lines to WORKDIR/metrics.jsonl and scalars to TensorBoard (process 0)."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step)}
+        for k, v in metrics.items():
+            v = np.asarray(v).item() if not isinstance(v, (str, int, float)) else v
+            row[k] = v
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)) and np.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """A live bar with ETA on stderr (tqdm); silent on processes other than 0."""
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr, unit="step", mininterval=0.5, smoothing=0.1)
