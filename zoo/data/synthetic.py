@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 PAD_ID = 0
 BOS_ID = 1
@@ -114,8 +115,8 @@ class ReverseSequence(tfds.core.GeneratorBasedBuilder):
     # Python >= 3.9; naming this file directly avoids that import.
     code_path = epath.Path(__file__)
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list[ReverseConfig]] = [
         ReverseConfig(
             name=config_name(vocab_size=32, min_length=2, max_length=32, num_train=10_000,
                              num_validation=1_000, seed=0)
@@ -166,11 +167,14 @@ def reverse_builder(
     Preparing is idempotent and needs no network. In multi-process runs, prepare on one
     process (or before launching) so two processes do not race on the same directory.
     """
-    kwargs = dict(
+    config = ReverseConfig(
+        name=config_name(
+            vocab_size=vocab_size, min_length=min_length, max_length=max_length,
+            num_train=num_train, num_validation=num_validation, seed=seed,
+        ),
         vocab_size=vocab_size, min_length=min_length, max_length=max_length,
         num_train=num_train, num_validation=num_validation, seed=seed,
     )
-    config = ReverseConfig(name=config_name(**kwargs), **kwargs)
     _validate(config)
     default = ReverseSequence.BUILDER_CONFIGS[0]
     if config.name == default.name:

@@ -66,7 +66,7 @@ class ReverseTask(base.Task):
         loss, nll = label_smoothed_cross_entropy(
             logits, targets, weights, self.config.task.label_smoothing)
         correct = ((logits.argmax(-1) == targets) & weights).sum()
-        return loss, {"weight": weights.sum(), "nll": nll, "correct": correct}
+        return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
 
     # --- batch layout ----------------------------------------------------------
     def batch_axes(self):

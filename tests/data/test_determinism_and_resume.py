@@ -1,0 +1,112 @@
+"""Determinism, per-process slicing and exact resume: the promises the training loop relies on."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from zoo.data import BatchingConfig, make_dataset
+
+FEATURES = ["inputs", "targets"]
+
+
+def _take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+def _assert_same_batches(expected, actual):
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _differs(a, b):
+    return any(x["inputs"].shape != y["inputs"].shape or (x["inputs"] != y["inputs"]).any()
+               for x, y in zip(a, b))
+
+
+def test_same_seed_gives_same_batches_and_another_seed_does_not(train_source, batching):
+    def first(seed):
+        return _take(iter(make_dataset(train_source, FEATURES, batching, seed=seed)), 10)
+
+    _assert_same_batches(first(3), first(3))
+    assert _differs(first(3), first(4))
+
+
+def test_each_epoch_is_reshuffled_and_unshuffled_epochs_repeat(train_source, batching):
+    ds = make_dataset(train_source, FEATURES, batching, seed=0, num_epochs=2)
+    n = ds.num_batches(0)
+    batches = list(ds)
+    assert len(batches) == n + ds.num_batches(1)
+    assert _differs(batches[:n], batches[n:])
+
+    ordered = make_dataset(train_source, FEATURES, batching, seed=0, shuffle=False, num_epochs=2)
+    batches = list(ordered)
+    _assert_same_batches(batches[: len(batches) // 2], batches[len(batches) // 2 :])
+
+
+def test_unshuffled_pad_batches_follow_source_order(train_source):
+    pad = BatchingConfig("pad", global_batch_size=8, max_length=12)
+    batch = next(iter(make_dataset(train_source, FEATURES, pad, seed=0, shuffle=False)))
+    for r, row in enumerate(batch["inputs"]):
+        np.testing.assert_array_equal(row[: len(train_source[r]["inputs"])],
+                                      train_source[r]["inputs"])
+
+
+def test_num_epochs_none_repeats_forever(train_source, batching):
+    ds = make_dataset(train_source, FEATURES, batching, seed=0)
+    assert len(_take(iter(ds), 3 * ds.num_batches(0) + 5)) == 3 * ds.num_batches(0) + 5
+
+
+def test_process_slices_concatenate_to_the_single_process_batches(train_source, batching):
+    # 2 epochs' worth (num_epochs=2) so the equality also holds across an epoch boundary.
+    single = list(make_dataset(train_source, FEATURES, batching, seed=1, num_epochs=2))
+    slices = [
+        list(make_dataset(train_source, FEATURES, batching, seed=1, num_epochs=2,
+                          process_index=p, process_count=2))
+        for p in range(2)
+    ]
+    assert len(slices[0]) == len(slices[1]) == len(single)
+    for whole, first, second in zip(single, *slices):
+        assert first["inputs"].shape[0] * 2 == whole["inputs"].shape[0]
+        _assert_same_batches(
+            [whole], [{k: np.concatenate([first[k], second[k]]) for k in whole}]
+        )
+
+
+@pytest.mark.parametrize("skip", [7, 0, "epoch_end"])
+def test_resume_from_saved_state_yields_exactly_the_same_batches(train_source, batching, skip):
+    ds = make_dataset(train_source, FEATURES, batching, seed=5)
+    if skip == "epoch_end":
+        skip = ds.num_batches(0) - 2  # The 5 batches after the state span two epochs.
+    it = iter(ds)
+    _take(it, skip)
+    state = json.loads(json.dumps(it.get_state()))  # The loop saves it with ocp JsonSave.
+    expected = _take(it, 5)
+
+    resumed = iter(make_dataset(train_source, FEATURES, batching, seed=5))
+    _take(resumed, 2)  # set_state must also work on an iterator that has already started.
+    resumed.set_state(state)
+    _assert_same_batches(expected, _take(resumed, 5))
+    assert resumed.get_state() == it.get_state()
+
+
+def test_finite_dataset_resumes_to_its_end(train_source, batching):
+    ds = make_dataset(train_source, FEATURES, batching, seed=0, num_epochs=1)
+    it = iter(ds)
+    _take(it, 3)
+    state = it.get_state()
+    rest = list(it)
+    resumed = iter(ds)
+    resumed.set_state(state)
+    _assert_same_batches(rest, list(resumed))
+    assert len(rest) == ds.num_batches(0) - 3
+
+
+def test_set_state_rejects_a_foreign_state(train_source, batching):
+    it = iter(make_dataset(train_source, FEATURES, batching, seed=0))
+    with pytest.raises(ValueError, match="not from a zoo.data pipeline"):
+        it.set_state({"next_index": 3})

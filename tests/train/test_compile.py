@@ -1,0 +1,54 @@
+"""`zoo compile`: AOT compilation of a recipe's train step for a Cloud TPU topology."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from tests.train import runner
+
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu is not installed (pip install -e '.[tpu]'); it is what compiles for TPU")
+
+
+@needs_libtpu
+@pytest.mark.parametrize("topology", ["v5e:2x4", "v4:2x2x1"])
+def test_compile_smoke_recipe_for_tpu_topology(topology):
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "compile", "--config", "recipes/smoke.py:tiny",
+         "--topology", topology, "--config.mesh.data=2", "--config.mesh.fsdp=-1"],
+        cwd=runner.REPO, env=runner.env_for(1), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"topology {topology}:" in out and "fits" in out
+    assert "'data': 2, 'fsdp': 4, 'tensor': 1" in out or "'data': 2, 'fsdp': 2" in out
+    flops = float(out.split("FLOPs per step: model ")[1].split()[0])
+    assert flops > 0
+
+
+@needs_libtpu
+def test_compile_reports_when_a_recipe_does_not_fit():
+    from zoo import config as zconfig
+    from zoo import tasks
+    from zoo.train import aot
+    c = zconfig.load("recipes/smoke.py:tiny")
+    # ~2.1 B parameters plus Adam moments cannot fit in one v5e chip's 16 GiB.
+    zconfig.apply_overrides(c, ["--config.model.vocab_size=1000000", "--config.model.d_model=2048",
+                                "--config.model.num_heads=16", "--config.mesh.data=1"])
+    report = aot.compile_for_topology(c, tasks.get_task(c), "v5e:1x1")
+    assert not report["fits"]
+    assert report["total_bytes"] > report["hbm_bytes"]
+
+
+def test_unknown_topology_is_a_clear_error():
+    from zoo.train import aot
+    if importlib.util.find_spec("libtpu") is None:
+        with pytest.raises(RuntimeError, match="needs libtpu"):
+            aot.tpu_topology("v9x:2x2")
+    else:
+        with pytest.raises(ValueError, match="chip 'v9x' is not one of"):
+            aot.tpu_topology("v9x:2x2")
