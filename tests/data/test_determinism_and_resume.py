@@ -3,6 +3,7 @@
 import itertools
 import json
 
+import grain
 import numpy as np
 import pytest
 
@@ -110,3 +111,19 @@ def test_set_state_rejects_a_foreign_state(train_source, batching):
     it = iter(make_dataset(train_source, FEATURES, batching, seed=0))
     with pytest.raises(ValueError, match="not from a zoo.data pipeline"):
         it.set_state({"next_index": 3})
+
+
+def test_resume_is_exact_through_grain_wrappers_the_loop_may_add(train_source, batching):
+    ds = make_dataset(train_source, FEATURES, batching, seed=2)
+    wrapped = grain.experimental.ThreadPrefetchIterDataset(
+        ds.map(lambda batch: {k: v + 0 for k, v in batch.items()}), prefetch_buffer_size=2
+    )
+    it = iter(wrapped)
+    _take(it, 7)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = _take(it, 5)
+    resumed = iter(wrapped)
+    resumed.set_state(state)
+    _assert_same_batches(expected, _take(resumed, 5))
+    it.close()
+    resumed.close()

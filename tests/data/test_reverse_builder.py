@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zoo.data import EOS_ID, load_source, reverse_builder
-from zoo.data.synthetic import FIRST_CONTENT_ID
+from zoo.data.synthetic import FIRST_CONTENT_ID, generate_examples
 
 
 def _examples(builder, split):
@@ -27,6 +27,12 @@ def test_targets_are_reversed_inputs_plus_eos(reverse_data, split):
         np.testing.assert_array_equal(targets, np.append(inputs[:-1][::-1], EOS_ID))
         content = inputs[:-1]
         assert content.min() >= FIRST_CONTENT_ID and content.max() < config.vocab_size
+
+
+def test_stored_order_is_generation_order(reverse_data):
+    generated = generate_examples(reverse_data.builder_config, split_index=0)
+    for (key, expected), stored in zip(generated, _examples(reverse_data, "train"), strict=True):
+        np.testing.assert_array_equal(stored["inputs"], expected["inputs"], err_msg=str(key))
 
 
 def test_lengths_cover_the_whole_range_so_bucketing_matters(reverse_data):

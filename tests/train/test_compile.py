@@ -36,10 +36,10 @@ def test_compile_reports_when_a_recipe_does_not_fit():
     from zoo import tasks
     from zoo.train import aot
     c = zconfig.load("recipes/smoke.py:tiny")
-    # ~2.1 B parameters plus Adam moments cannot fit in one v5e chip's 16 GiB.
+    # ~2.1 B replicated parameters plus Adam moments cannot fit in a v5e chip's 16 GiB.
     zconfig.apply_overrides(c, ["--config.model.vocab_size=1000000", "--config.model.d_model=2048",
-                                "--config.model.num_heads=16", "--config.mesh.data=1"])
-    report = aot.compile_for_topology(c, tasks.get_task(c), "v5e:1x1")
+                                "--config.model.num_heads=16", "--config.mesh.data=-1"])
+    report = aot.compile_for_topology(c, tasks.get_task(c), "v5e:2x2")
     assert not report["fits"]
     assert report["total_bytes"] > report["hbm_bytes"]
 

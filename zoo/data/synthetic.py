@@ -138,8 +138,7 @@ class ReverseSequence(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         del dl_manager  # Everything is generated locally.
-        config = self.builder_config
-        _validate(config)
+        _validate(self.builder_config)
         return {
             "train": self._generate_examples(split_index=0),
             "validation": self._generate_examples(split_index=1),

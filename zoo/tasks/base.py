@@ -62,6 +62,9 @@ class Task(abc.ABC):
                 batch_multiple: int, train: bool) -> Any:
         """A grain IterDataset of process-local batches (checkpointable iterator)."""
 
+    def prepare_data(self) -> None:
+        """Builds on-disk datasets; the loop calls it on process 0 before the others read."""
+
     def tokens_in_batch(self, batch: Batch) -> int:
         """Non-pad tokens in a (process-local) batch, for throughput."""
         return int(sum(np.count_nonzero(np.asarray(v)) for k, v in batch.items()

@@ -99,6 +99,9 @@ class ReverseTask(base.Task):
             max_length=t.max_length, num_train=t.num_train, num_validation=t.num_validation,
             seed=t.data_seed)
 
+    def prepare_data(self):
+        self.builder()
+
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
         d = self.config.data
         source = zdata.load_source(self.builder(), split)

@@ -8,6 +8,7 @@ slice's HBM before anyone rents it.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import jax
@@ -52,39 +53,60 @@ def abstract_batch(task, config, setup: zstep.Setup) -> dict[str, jax.ShapeDtype
             for k, v in example.items() if k in setup.batch_sharding}
 
 
-def compile_step(config, task, devices) -> tuple[Any, dict[str, Any], zstep.Setup]:
+def lower_step(config, task, devices) -> tuple[Any, dict[str, Any], zstep.Setup]:
     mesh = zmesh.make_mesh(config.mesh, devices)
     tx, schedule = zoptim.make_optimizer(config.optim, int(config.train.num_steps))
     setup = zstep.build(task, config, mesh, tx, schedule)
     batch = abstract_batch(task, config, setup)
     rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=zmesh.replicated(mesh))
-    compiled = setup.train_step.lower(setup.abstract_state, batch, rng).compile()
-    return compiled, batch, setup
+    lowered = setup.train_step.lower(setup.abstract_state, batch, rng)
+    return lowered, batch, setup
+
+
+_OOM = re.compile(r"total memory required for (.+?) \(([\d.]+)([KMGT])\) exceeds available "
+                  r"HBM \(([\d.]+)([KMGT])\)")
+
+
+def _bytes(number: str, unit: str) -> float:
+    return float(number) * 2.0 ** (10 * "KMGT".index(unit) + 10)
 
 
 def compile_for_topology(config, task, topology: str) -> dict[str, Any]:
+    """Compiles the train step for `topology`; a report dict (see format_report)."""
     topo = tpu_topology(topology)
-    compiled, batch, setup = compile_step(config, task, topo.devices)
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    lowered, batch, setup = lower_step(config, task, topo.devices)
     chip = topology.split(":")[0].lower()
-    hbm = zmetrics.HBM_BYTES[chip]
-    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-             - mem.alias_size_in_bytes + mem.generated_code_size_in_bytes)
-    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state.params))
     shapes = {k: v.shape for k, v in batch.items()}
-    return {
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state.params))
+    report = {
         "topology": topology, "devices": len(topo.devices), "mesh": dict(setup.mesh.shape),
         "device_kind": topo.devices[0].device_kind, "params": n_params,
         "batch": {k: list(v) for k, v in shapes.items()},
-        "argument_bytes": mem.argument_size_in_bytes, "output_bytes": mem.output_size_in_bytes,
-        "temp_bytes": mem.temp_size_in_bytes, "alias_bytes": mem.alias_size_in_bytes,
-        "code_bytes": mem.generated_code_size_in_bytes,
-        "total_bytes": total, "hbm_bytes": hbm, "fits": total <= hbm,
-        "xla_flops_per_device": float(cost.get("flops", float("nan"))),
+        "hbm_bytes": zmetrics.HBM_BYTES[chip],
         "model_flops_per_step": task.flops_per_batch(shapes),
     }
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+        # The TPU compiler refuses a program that cannot fit; its message has the sizes.
+        m = _OOM.search(str(e))
+        if "RESOURCE_EXHAUSTED" not in str(e) or m is None:
+            raise
+        report.update(fits=False, what=m.group(1), total_bytes=_bytes(m.group(2), m.group(3)),
+                      hbm_bytes=_bytes(m.group(4), m.group(5)))
+        return report
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+             - mem.alias_size_in_bytes + mem.generated_code_size_in_bytes)
+    report.update(
+        argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
+        temp_bytes=mem.temp_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
+        code_bytes=mem.generated_code_size_in_bytes, total_bytes=total,
+        fits=total <= report["hbm_bytes"],
+        xla_flops_per_device=float(cost.get("flops", float("nan"))))
+    return report
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -92,6 +114,14 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"topology {r['topology']}: {r['devices']} x {r['device_kind']}, mesh {r['mesh']}",
         f"parameters: {r['params'] / 1e6:.1f}M; global batch {r['batch']}",
+    ]
+    if "argument_bytes" not in r:  # the compiler refused: only its totals are known
+        return "\n".join(lines + [
+            f"per-device memory: {r['what']} need {gib(r['total_bytes'])} of "
+            f"{gib(r['hbm_bytes'])} HBM -> DOES NOT FIT (more fsdp/tensor sharding, a smaller "
+            "batch, remat or bf16 would help)",
+            f"FLOPs per step: model {r['model_flops_per_step']:.3e} (all devices)"])
+    lines += [
         "per-device memory:",
         f"  arguments   {gib(r['argument_bytes'])}",
         f"  outputs     {gib(r['output_bytes'])} ({gib(r['alias_bytes'])} aliased to arguments)",

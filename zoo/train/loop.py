@@ -91,6 +91,11 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     ckpt = zckpt.Checkpointer(workdir, config, setup.abstract_state)
 
     # ---------------------------------------------------------------- data
+    if is_main:  # generate/prepare once, then everyone reads
+        task.prepare_data()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("zoo: data prepared")
     train_iter = iter(task.dataset(
         "train", seed=config.seed, process_index=jax.process_index(),
         process_count=jax.process_count(), batch_multiple=multiple, train=True))
