@@ -1,8 +1,8 @@
 """Smoke recipe: a small encoder-decoder Transformer learns to reverse sequences.
 
 Proves the loop end to end (sharding, checkpoints, data, metrics) on any
-machine. Variants: tiny (tests, seconds), demo (this CPU, ~1-2 minutes, the
-loss falls from ~4 to near 0), full (a 12+12-layer, d=1024 model for
+machine. Variants: tiny (tests, seconds), demo (this CPU, ~1.5 minutes: the
+loss falls from 3.4 to ~0.02, token accuracy 100%), full (a 12+12-layer, d=1024 model for
 compiling against TPU slices).
 
   zoo train --config recipes/smoke.py:demo --workdir runs/smoke_demo
@@ -24,19 +24,19 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.data_dir = "~/.cache/zoo/tfds"   # where the generated TFDS dataset is written
     c.task.data_seed = 1234           # seed of the generated dataset (not of training)
     c.task.min_length = 4             # content tokens per example, before EOS
-    c.task.max_length = 30
+    c.task.max_length = 12
     c.task.num_train = 20_000
     c.task.num_validation = 512
     c.task.label_smoothing = 0.0      # fairseq-style epsilon
 
     c.model = ml_collections.ConfigDict()   # fields of zoo.models.transformer.TransformerConfig
     c.model.vocab_size = 32
-    c.model.d_model = 128
+    c.model.d_model = 64
     c.model.num_heads = 4
-    c.model.mlp_dim = 512
+    c.model.mlp_dim = 256
     c.model.encoder_layers = 2
     c.model.decoder_layers = 2
-    c.model.max_length = 64           # rows of the learned position tables
+    c.model.max_length = 32           # rows of the learned position tables
     c.model.position_offset = 0
     c.model.positions = "learned"
     c.model.activation = "gelu"
@@ -52,9 +52,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.mode = "bucket"            # "pad" | "bucket" (≈constant tokens/batch) | "pack"
     c.data.global_batch_size = 64     # pad/pack: sequences per step over all devices
-    c.data.max_length = 32            # pad/pack: padded/packed length (EOS included)
-    c.data.tokens_per_batch = 2048    # bucket: padded tokens per step over all devices
-    c.data.bucket_boundaries = (8, 16, 32)   # bucket: upper length bounds
+    c.data.max_length = 16            # pad/pack: padded/packed length (EOS included)
+    c.data.tokens_per_batch = 1024    # bucket: padded tokens per step over all devices
+    c.data.bucket_boundaries = (8, 16)   # bucket: upper length bounds
 
     c.mesh = ml_collections.ConfigDict()    # -1 = fill with the remaining devices
     c.mesh.data = -1
@@ -62,7 +62,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 3e-3      # peak
+    c.optim.learning_rate = 2e-3      # peak
     c.optim.schedule = "cosine"       # constant | cosine | linear | polynomial | inverse_sqrt
     c.optim.warmup_steps = 50
     c.optim.end_learning_rate_ratio = 0.05   # final lr / peak (cosine, linear, polynomial)
@@ -76,13 +76,13 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.optim.frozen = ()               # regexes of parameter paths that do not train
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 600
+    c.train.num_steps = 800
     c.train.log_every = 20            # metrics.jsonl / TensorBoard interval (steps)
     c.train.progress_bar = True
 
     c.eval = ml_collections.ConfigDict()
     c.eval.split = "validation"
-    c.eval.every_steps = 200          # 0 = only... never; the final step always evaluates if > 0
+    c.eval.every_steps = 200          # and at the last step; 0 = never
     c.eval.num_batches = 0            # 0 = the whole split
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -92,7 +92,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.checkpoint.async_save = True    # write in the background while training continues
 
     if variant == "tiny":
-        c.task.max_length = 14
         c.task.num_train = 2_000
         c.task.num_validation = 64
         c.model.d_model = 32
