@@ -51,19 +51,30 @@ def main() -> None:
     peak = matmul_peak(args.matmul)
     config = zconfig.load(f"recipes/smoke.py:{args.variant}")
     # Fixed shapes (pad mode) so every timed step runs the same compiled program.
-    zconfig.apply_overrides(config, ["--config.data.mode=pad",
-                                     f"--config.task.data_dir={tempfile.gettempdir()}/zoo_bench"])
+    zconfig.apply_overrides(
+        config,
+        ["--config.data.mode=pad", f"--config.task.data_dir={tempfile.gettempdir()}/zoo_bench"],
+    )
     task = tasks.get_task(config)
     mesh = zmesh.make_mesh(config.mesh)
     tx, schedule = zoptim.make_optimizer(config.optim, config.train.num_steps)
     setup = zstep.build(task, config, mesh, tx, schedule)
     state = setup.init(jax.random.PRNGKey(0))
-    it = iter(task.dataset("train", seed=0, process_index=0, process_count=1,
-                           batch_multiple=zmesh.batch_parallelism(mesh), train=True))
+    it = iter(
+        task.dataset(
+            "train",
+            seed=0,
+            process_index=0,
+            process_count=1,
+            batch_multiple=zmesh.batch_parallelism(mesh),
+            train=True,
+        )
+    )
     batches = [next(it) for _ in range(args.steps + 3)]
     rng = jax.random.PRNGKey(1)
-    placed = [{k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()}
-              for b in batches]
+    placed = [
+        {k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches
+    ]
     for b in placed[:3]:  # compile + warm up
         state, m = setup.train_step(state, b, rng)
     jax.block_until_ready(m)
@@ -78,12 +89,16 @@ def main() -> None:
     padded = sum(int(np.prod(s)) for s in shapes.values())
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "jax": jax.__version__, "variant": args.variant, "batch": {k: list(v) for k, v in
-                                                                   shapes.items()},
-        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
+        "jax": jax.__version__,
+        "variant": args.variant,
+        "batch": {k: list(v) for k, v in shapes.items()},
+        "step_time_s": step_time,
+        "tokens_per_s": tokens / step_time,
         "padded_tokens_per_s": padded / step_time,
-        "model_flops_per_step": flops, "achieved_flops": flops / step_time,
-        f"matmul_{args.matmul}_peak_flops": peak, "mfu_vs_matmul_peak": flops / step_time / peak,
+        "model_flops_per_step": flops,
+        "achieved_flops": flops / step_time,
+        f"matmul_{args.matmul}_peak_flops": peak,
+        "mfu_vs_matmul_peak": flops / step_time / peak,
     }
     print(json.dumps(result, indent=1))
 

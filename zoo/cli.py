@@ -14,17 +14,21 @@ def _distributed(args) -> None:
     if not coordinator:
         return
     import jax
+
     if jax.config.jax_platforms in ("cpu", None) or os.environ.get("JAX_PLATFORMS") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=int(args.num_processes or os.environ["ZOO_NUM_PROCESSES"]),
-        process_id=int(args.process_id if args.process_id is not None
-                       else os.environ["ZOO_PROCESS_ID"]))
+        process_id=int(
+            args.process_id if args.process_id is not None else os.environ["ZOO_PROCESS_ID"]
+        ),
+    )
 
 
 def _load_config(args, extra):
     from zoo import config as zconfig
+
     config = zconfig.load(args.config)
     return zconfig.apply_overrides(config, extra)
 
@@ -38,6 +42,7 @@ def cmd_train(args, extra) -> int:
     from zoo import tasks
     from zoo.train import loop
     from zoo.train.checkpoint import PREEMPTED_EXIT_CODE
+
     task = tasks.get_task(config)
     try:
         summary = loop.train(config, args.workdir, task)
@@ -48,8 +53,10 @@ def cmd_train(args, extra) -> int:
         print(f"zoo: {e}", file=sys.stderr)
         return 3
     shown = {k: v for k, v in summary.items() if k != "state"}
-    print("zoo: done " + " ".join(
-        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    print(
+        "zoo: done "
+        + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    )
     return 0
 
 
@@ -57,6 +64,7 @@ def cmd_compile(args, extra) -> int:
     config = _load_config(args, extra)
     from zoo import tasks
     from zoo.train import aot
+
     task = tasks.get_task(config)
     report = aot.compile_for_topology(config, task, args.topology)
     print(aot.format_report(report))
@@ -72,15 +80,18 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("train", help="train a recipe; rerun the same command to resume")
     p.add_argument("--config", required=True, help="recipes/NAME.py[:VARIANT]")
-    p.add_argument("--workdir", required=False, default=None)
+    p.add_argument("--workdir", help="run folder; rerunning with the same one resumes")
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compile", help="AOT-compile a recipe's train step for a Cloud TPU "
-                       "topology (no TPU needed; needs the `tpu` extra)")
+    p = sub.add_parser(
+        "compile",
+        help="AOT-compile a recipe's train step for a Cloud TPU "
+        "topology (no TPU needed; needs the `tpu` extra)",
+    )
     p.add_argument("--config", required=True, help="recipes/NAME.py[:VARIANT]")
     p.add_argument("--topology", required=True, help="e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4")
     p.set_defaults(func=cmd_compile)
@@ -91,6 +102,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args, extra)
     except (ValueError, KeyError, FileNotFoundError) as e:
+        if os.environ.get("ZOO_DEBUG"):
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"zoo: error: {msg}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ import ast
 import difflib
 import importlib.util
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -15,8 +15,10 @@ def load(spec: str) -> ml_collections.ConfigDict:
     """Loads `recipes/NAME.py[:VARIANT]` by calling its get_config(VARIANT); locks it."""
     path, _, variant = spec.partition(":")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist (from --config {spec!r}); "
-                                "pass e.g. --config recipes/smoke.py:tiny")
+        raise FileNotFoundError(
+            f"config file {path!r} does not exist (from --config {spec!r}); "
+            "pass e.g. --config recipes/smoke.py:tiny"
+        )
     name = "zoo_recipe_" + os.path.splitext(os.path.basename(path))[0]
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
@@ -47,8 +49,10 @@ def _parse_value(text: str, old, key: str):
     if isinstance(old, (tuple, list)) and isinstance(value, (int, float, str)):
         value = type(old)([value])
     if old is not None and not isinstance(value, type(old)):
-        raise ValueError(f"--config.{key}={text!r} is a {type(value).__name__} but {key} is a "
-                         f"{type(old).__name__} (currently {old!r})")
+        raise ValueError(
+            f"--config.{key}={text!r} is a {type(value).__name__} but {key} is a "
+            f"{type(old).__name__} (currently {old!r})"
+        )
     return value
 
 
@@ -62,17 +66,20 @@ def _all_keys(config, prefix="") -> list[str]:
     return out
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
-                    ) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
     """Applies ['--config.a.b=value', ...] (also '--config.a.b value' split in two)."""
     items = list(overrides)
     i = 0
     while i < len(items):
         arg = items[i]
         if not arg.startswith("--config."):
-            raise ValueError(f"unrecognised argument {arg!r}; overrides look like "
-                             "--config.optim.learning_rate=1e-3")
-        body = arg[len("--config."):]
+            raise ValueError(
+                f"unrecognised argument {arg!r}; overrides look like "
+                "--config.optim.learning_rate=1e-3"
+            )
+        body = arg[len("--config.") :]
         if "=" in body:
             key, text = body.split("=", 1)
         elif i + 1 < len(items):
@@ -91,8 +98,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
         if node is None or leaf not in node:
             close = difflib.get_close_matches(key, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown config key {key!r} (from {arg}){hint} "
-                           f"Run `zoo train --config FILE --print-config` to list the keys.")
+            raise KeyError(
+                f"unknown config key {key!r} (from {arg}){hint} "
+                f"Run `zoo train --config FILE --print-config` to list the keys."
+            )
         node[leaf] = _parse_value(text, node[leaf], key)
         i += 1
     return config

@@ -24,8 +24,13 @@ CONFIGS = {
 @pytest.fixture(scope="session")
 def reverse_data(tmp_path_factory):
     return reverse_builder(
-        tmp_path_factory.mktemp("tfds"), vocab_size=VOCAB_SIZE, min_length=MIN_LENGTH,
-        max_length=MAX_LENGTH, num_train=NUM_TRAIN, num_validation=NUM_VALIDATION, seed=0,
+        tmp_path_factory.mktemp("tfds"),
+        vocab_size=VOCAB_SIZE,
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        num_train=NUM_TRAIN,
+        num_validation=NUM_VALIDATION,
+        seed=0,
     )
 
 

@@ -37,14 +37,17 @@ def _unpack_rows(batch):
     for r in range(len(batch["inputs"])):
         segments = {}
         for f in FEATURES:
-            tokens, ids, positions = (batch[f][r], batch[f"{f}_segment_ids"][r],
-                                      batch[f"{f}_positions"][r])
+            tokens, ids, positions = (
+                batch[f][r],
+                batch[f"{f}_segment_ids"][r],
+                batch[f"{f}_positions"][r],
+            )
             np.testing.assert_array_equal(tokens[ids == 0], 0)
             np.testing.assert_array_equal(positions[ids == 0], 0)
             used = ids[ids != 0]
             # Segments are laid out contiguously as 1, 2, ..., k.
             np.testing.assert_array_equal(np.unique(used), np.arange(1, len(np.unique(used)) + 1))
-            assert (np.diff(used) >= 0).all() and (ids[len(used):] == 0).all()
+            assert (np.diff(used) >= 0).all() and (ids[len(used) :] == 0).all()
             for s in np.unique(used):
                 np.testing.assert_array_equal(positions[ids == s], np.arange((ids == s).sum()))
             segments[f] = [tokens[ids == s] for s in np.unique(used)]
@@ -110,8 +113,9 @@ def test_bucket_batch_size_never_drops_below_the_required_multiple():
 def test_pack_rows_hold_several_examples_with_restarting_positions(train_source):
     batching = BatchingConfig("pack", global_batch_size=4, max_length=24)
     batches = _one_epoch(train_source, batching)
-    expected_keys = {f"{f}{suffix}" for f in FEATURES for suffix in ("", "_segment_ids",
-                                                                      "_positions")}
+    expected_keys = {
+        f"{f}{suffix}" for f in FEATURES for suffix in ("", "_segment_ids", "_positions")
+    }
     for batch in batches:
         assert set(batch) == expected_keys
         for array in batch.values():
@@ -161,36 +165,63 @@ def test_too_long_examples_are_dropped_counted_and_logged(batching, caplog):
 
 def test_nothing_logged_when_nothing_is_dropped(caplog):
     with caplog.at_level(logging.WARNING, logger="zoo.data.pipeline"):
-        ds = make_dataset(_toy_source([3, 4]), FEATURES, BatchingConfig(
-            "pad", global_batch_size=2, max_length=8), seed=0)
+        ds = make_dataset(
+            _toy_source([3, 4]),
+            FEATURES,
+            BatchingConfig("pad", global_batch_size=2, max_length=8),
+            seed=0,
+        )
     assert dropped_examples(ds) == 0 and not caplog.records
 
 
 def test_all_examples_too_long_raises():
     with pytest.raises(ValueError, match="dropped 2 of 2 examples longer than 4.*raise max_length"):
-        make_dataset(_toy_source([9, 10]), FEATURES,
-                     BatchingConfig("pad", global_batch_size=2, max_length=4), seed=0)
+        make_dataset(
+            _toy_source([9, 10]),
+            FEATURES,
+            BatchingConfig("pad", global_batch_size=2, max_length=4),
+            seed=0,
+        )
 
 
 @pytest.mark.parametrize(
     "batching,kwargs,message",
     [
-        (BatchingConfig("sorted", global_batch_size=2, max_length=8), {},
-         "unknown batching mode 'sorted'"),
-        (BatchingConfig("bucket", tokens_per_batch=64, bucket_boundaries=(8, 4)), {},
-         r"bucket_boundaries=\(8, 4\) must be .* ascending"),
-        (BatchingConfig("bucket", tokens_per_batch=64, bucket_boundaries=(4, 4)), {},
-         "strictly ascending"),
+        (
+            BatchingConfig("sorted", global_batch_size=2, max_length=8),
+            {},
+            "unknown batching mode 'sorted'",
+        ),
+        (
+            BatchingConfig("bucket", tokens_per_batch=64, bucket_boundaries=(8, 4)),
+            {},
+            r"bucket_boundaries=\(8, 4\) must be .* ascending",
+        ),
+        (
+            BatchingConfig("bucket", tokens_per_batch=64, bucket_boundaries=(4, 4)),
+            {},
+            "strictly ascending",
+        ),
         (BatchingConfig("bucket", bucket_boundaries=(4, 8)), {}, "tokens_per_batch=0"),
-        (BatchingConfig("pad", global_batch_size=12, max_length=8, batch_multiple=8), {},
-         ("global_batch_size=12 is not divisible by data-parallel size x processes = 8; "
-         "use a multiple of 8")),
-        (BatchingConfig("pack", global_batch_size=12, max_length=8, batch_multiple=4),
-         {"process_count": 8, "process_index": 0},
-         "global_batch_size=12 is not divisible by .* = 8; use a multiple of 8"),
+        (
+            BatchingConfig("pad", global_batch_size=12, max_length=8, batch_multiple=8),
+            {},
+            (
+                "global_batch_size=12 is not divisible by data-parallel size x processes = 8; "
+                "use a multiple of 8"
+            ),
+        ),
+        (
+            BatchingConfig("pack", global_batch_size=12, max_length=8, batch_multiple=4),
+            {"process_count": 8, "process_index": 0},
+            "global_batch_size=12 is not divisible by .* = 8; use a multiple of 8",
+        ),
         (BatchingConfig("pad", global_batch_size=4, max_length=0), {}, "max_length=0"),
-        (BatchingConfig("pad", global_batch_size=4, max_length=8),
-         {"process_count": 2, "process_index": 2}, "process_index=2"),
+        (
+            BatchingConfig("pad", global_batch_size=4, max_length=8),
+            {"process_count": 2, "process_index": 2},
+            "process_index=2",
+        ),
     ],
 )
 def test_bad_configuration_raises_naming_value_and_fix(batching, kwargs, message):
@@ -200,8 +231,12 @@ def test_bad_configuration_raises_naming_value_and_fix(batching, kwargs, message
 
 def test_missing_feature_raises_naming_it():
     with pytest.raises(KeyError, match="'labels'"):
-        make_dataset(_toy_source([3, 4]), ["inputs", "labels"],
-                     BatchingConfig("pad", global_batch_size=2, max_length=8), seed=0)
+        make_dataset(
+            _toy_source([3, 4]),
+            ["inputs", "labels"],
+            BatchingConfig("pad", global_batch_size=2, max_length=8),
+            seed=0,
+        )
 
 
 def test_pack_places_inputs_and_targets_of_an_example_in_the_same_row():
@@ -214,8 +249,9 @@ def test_pack_places_inputs_and_targets_of_an_example_in_the_same_row():
     batches = list(make_dataset(source, FEATURES, batching, seed=0, num_epochs=1))
     for batch in batches:
         # One example per row: a second one would overflow targets (6 + 6 > 8).
-        np.testing.assert_array_equal(batch["targets_segment_ids"].max(axis=1),
-                                      batch["inputs_segment_ids"].max(axis=1))
+        np.testing.assert_array_equal(
+            batch["targets_segment_ids"].max(axis=1), batch["inputs_segment_ids"].max(axis=1)
+        )
         assert batch["targets_segment_ids"].max() <= 1
         for r in range(2):
             np.testing.assert_array_equal(batch["inputs"][r, :2], batch["targets"][r, :2])

@@ -25,8 +25,10 @@ def _assert_same_batches(expected, actual):
 
 
 def _differs(a, b):
-    return any(x["inputs"].shape != y["inputs"].shape or (x["inputs"] != y["inputs"]).any()
-               for x, y in zip(a, b))
+    return any(
+        x["inputs"].shape != y["inputs"].shape or (x["inputs"] != y["inputs"]).any()
+        for x, y in zip(a, b)
+    )
 
 
 def test_same_seed_gives_same_batches_and_another_seed_does_not(train_source, batching):
@@ -53,8 +55,9 @@ def test_unshuffled_pad_batches_follow_source_order(train_source):
     pad = BatchingConfig("pad", global_batch_size=8, max_length=12)
     batch = next(iter(make_dataset(train_source, FEATURES, pad, seed=0, shuffle=False)))
     for r, row in enumerate(batch["inputs"]):
-        np.testing.assert_array_equal(row[: len(train_source[r]["inputs"])],
-                                      train_source[r]["inputs"])
+        np.testing.assert_array_equal(
+            row[: len(train_source[r]["inputs"])], train_source[r]["inputs"]
+        )
 
 
 def test_num_epochs_none_repeats_forever(train_source, batching):
@@ -66,16 +69,23 @@ def test_process_slices_concatenate_to_the_single_process_batches(train_source, 
     # 2 epochs' worth (num_epochs=2) so the equality also holds across an epoch boundary.
     single = list(make_dataset(train_source, FEATURES, batching, seed=1, num_epochs=2))
     slices = [
-        list(make_dataset(train_source, FEATURES, batching, seed=1, num_epochs=2,
-                          process_index=p, process_count=2))
+        list(
+            make_dataset(
+                train_source,
+                FEATURES,
+                batching,
+                seed=1,
+                num_epochs=2,
+                process_index=p,
+                process_count=2,
+            )
+        )
         for p in range(2)
     ]
     assert len(slices[0]) == len(slices[1]) == len(single)
     for whole, first, second in zip(single, *slices):
         assert first["inputs"].shape[0] * 2 == whole["inputs"].shape[0]
-        _assert_same_batches(
-            [whole], [{k: np.concatenate([first[k], second[k]]) for k in whole}]
-        )
+        _assert_same_batches([whole], [{k: np.concatenate([first[k], second[k]]) for k in whole}])
 
 
 @pytest.mark.parametrize("skip", [7, 0, "epoch_end"])

@@ -44,9 +44,13 @@ def test_lengths_cover_the_whole_range_so_bucketing_matters(reverse_data):
 def test_same_seed_gives_identical_data_in_another_directory(reverse_data, tmp_path):
     config = reverse_data.builder_config
     again = reverse_builder(
-        tmp_path, vocab_size=config.vocab_size, min_length=config.min_length,
-        max_length=config.max_length, num_train=config.num_train,
-        num_validation=config.num_validation, seed=config.seed,
+        tmp_path,
+        vocab_size=config.vocab_size,
+        min_length=config.min_length,
+        max_length=config.max_length,
+        num_train=config.num_train,
+        num_validation=config.num_validation,
+        seed=config.seed,
     )
     for split in ("train", "validation"):
         for a, b in zip(_examples(reverse_data, split), _examples(again, split), strict=True):

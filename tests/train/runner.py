@@ -23,24 +23,51 @@ def env_for(devices: int = 1, **extra: str) -> dict[str, str]:
 
 
 def train_cmd(workdir, tfds_dir, *overrides: str, variant: str = "tiny") -> list[str]:
-    return [sys.executable, "-m", "zoo.cli", "train", "--config", f"recipes/smoke.py:{variant}",
-            "--workdir", str(workdir), f"--config.task.data_dir={tfds_dir}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "zoo.cli",
+        "train",
+        "--config",
+        f"recipes/smoke.py:{variant}",
+        "--workdir",
+        str(workdir),
+        f"--config.task.data_dir={tfds_dir}",
+        *overrides,
+    ]
 
 
-def run_train(workdir, tfds_dir, *overrides: str, devices: int = 1, variant: str = "tiny",
-              check: bool = True, **env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_cmd(workdir, tfds_dir, *overrides, variant=variant), cwd=REPO,
-                          env=env_for(devices, **env), capture_output=True, text=True,
-                          timeout=600)
+def run_train(
+    workdir,
+    tfds_dir,
+    *overrides: str,
+    devices: int = 1,
+    variant: str = "tiny",
+    check: bool = True,
+    **env,
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        train_cmd(workdir, tfds_dir, *overrides, variant=variant),
+        cwd=REPO,
+        env=env_for(devices, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"zoo train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
 
 
 def start_train(workdir, tfds_dir, *overrides: str, devices: int = 1, **env) -> subprocess.Popen:
-    return subprocess.Popen(train_cmd(workdir, tfds_dir, *overrides), cwd=REPO,
-                            env=env_for(devices, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        train_cmd(workdir, tfds_dir, *overrides),
+        cwd=REPO,
+        env=env_for(devices, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def metrics(workdir) -> list[dict]:
@@ -64,8 +91,10 @@ def load_params(workdir, step: int) -> dict[str, np.ndarray]:
     """Parameters saved at `step`, flattened to 'a/b/c' -> array (read with orbax)."""
     import orbax.checkpoint as ocp
     from flax import traverse_util
+
     path = Path(workdir).resolve() / "checkpoints" / str(step) / "state"
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(path)
-    return {k: np.asarray(v) for k, v in
-            traverse_util.flatten_dict(tree["params"], sep="/").items()}
+    return {
+        k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree["params"], sep="/").items()
+    }

@@ -12,16 +12,32 @@ from tests.train import runner
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
-    reason="libtpu is not installed (pip install -e '.[tpu]'); it is what compiles for TPU")
+    reason="libtpu is not installed (pip install -e '.[tpu]'); it is what compiles for TPU",
+)
 
 
 @needs_libtpu
 @pytest.mark.parametrize("topology", ["v5e:2x4", "v4:2x2x1"])
 def test_compile_smoke_recipe_for_tpu_topology(topology):
     proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", "compile", "--config", "recipes/smoke.py:tiny",
-         "--topology", topology, "--config.mesh.data=2", "--config.mesh.fsdp=-1"],
-        cwd=runner.REPO, env=runner.env_for(1), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "zoo.cli",
+            "compile",
+            "--config",
+            "recipes/smoke.py:tiny",
+            "--topology",
+            topology,
+            "--config.mesh.data=2",
+            "--config.mesh.fsdp=-1",
+        ],
+        cwd=runner.REPO,
+        env=runner.env_for(1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert f"topology {topology}:" in out and "fits" in out
@@ -35,10 +51,18 @@ def test_compile_reports_when_a_recipe_does_not_fit():
     from zoo import config as zconfig
     from zoo import tasks
     from zoo.train import aot
+
     c = zconfig.load("recipes/smoke.py:tiny")
     # ~2.1 B replicated parameters plus Adam moments cannot fit in a v5e chip's 16 GiB.
-    zconfig.apply_overrides(c, ["--config.model.vocab_size=1000000", "--config.model.d_model=2048",
-                                "--config.model.num_heads=16", "--config.mesh.data=-1"])
+    zconfig.apply_overrides(
+        c,
+        [
+            "--config.model.vocab_size=1000000",
+            "--config.model.d_model=2048",
+            "--config.model.num_heads=16",
+            "--config.mesh.data=-1",
+        ],
+    )
     report = aot.compile_for_topology(c, tasks.get_task(c), "v5e:2x2")
     assert not report["fits"]
     assert report["total_bytes"] > report["hbm_bytes"]
@@ -46,6 +70,7 @@ def test_compile_reports_when_a_recipe_does_not_fit():
 
 def test_unknown_topology_is_a_clear_error():
     from zoo.train import aot
+
     if importlib.util.find_spec("libtpu") is None:
         with pytest.raises(RuntimeError, match="needs libtpu"):
             aot.tpu_topology("v9x:2x2")

@@ -15,10 +15,20 @@ from zoo import cli
 def run(tmp_path_factory, tfds_dir):
     workdir = tmp_path_factory.mktemp("metrics_run")
     # In-process: 8 host devices, bucketed batches, eval at steps 4 and 8.
-    code = cli.main(["train", "--config", "recipes/smoke.py:tiny", "--workdir", str(workdir),
-                     f"--config.task.data_dir={tfds_dir}", "--config.train.num_steps=8",
-                     "--config.eval.every_steps=4", "--config.data.mode=bucket",
-                     "--config.train.log_every=2"])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/smoke.py:tiny",
+            "--workdir",
+            str(workdir),
+            f"--config.task.data_dir={tfds_dir}",
+            "--config.train.num_steps=8",
+            "--config.eval.every_steps=4",
+            "--config.data.mode=bucket",
+            "--config.train.log_every=2",
+        ]
+    )
     assert code == 0
     return workdir
 
@@ -27,8 +37,15 @@ def test_metrics_jsonl_has_the_promised_fields(run):
     rows = [r for r in runner.metrics(run) if "loss" in r]
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
     for r in rows:
-        for key in ("loss", "learning_rate", "grad_norm", "tokens_per_sec", "examples_per_sec",
-                    "mfu", "step_time"):
+        for key in (
+            "loss",
+            "learning_rate",
+            "grad_norm",
+            "tokens_per_sec",
+            "examples_per_sec",
+            "mfu",
+            "step_time",
+        ):
             assert key in r and math.isfinite(r[key]), key
         assert 0 < r["mfu"] < 1
         assert r["tokens_per_sec"] > 0
@@ -46,18 +63,38 @@ def test_tensorboard_event_files_are_written(run):
 
 def test_rerunning_a_finished_run_changes_nothing(run, tfds_dir):
     before = runner.metrics(run)
-    code = cli.main(["train", "--config", "recipes/smoke.py:tiny", "--workdir", str(run),
-                     f"--config.task.data_dir={tfds_dir}", "--config.train.num_steps=8",
-                     "--config.eval.every_steps=4", "--config.data.mode=bucket",
-                     "--config.train.log_every=2"])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/smoke.py:tiny",
+            "--workdir",
+            str(run),
+            f"--config.task.data_dir={tfds_dir}",
+            "--config.train.num_steps=8",
+            "--config.eval.every_steps=4",
+            "--config.data.mode=bucket",
+            "--config.train.log_every=2",
+        ]
+    )
     assert code == 0
     assert runner.metrics(run) == before
 
 
 def test_packed_batches_train(tmp_path, tfds_dir):
-    code = cli.main(["train", "--config", "recipes/smoke.py:tiny", "--workdir", str(tmp_path),
-                     f"--config.task.data_dir={tfds_dir}", "--config.train.num_steps=6",
-                     "--config.data.mode=pack", "--config.data.global_batch_size=8"])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/smoke.py:tiny",
+            "--workdir",
+            str(tmp_path),
+            f"--config.task.data_dir={tfds_dir}",
+            "--config.train.num_steps=6",
+            "--config.data.mode=pack",
+            "--config.data.global_batch_size=8",
+        ]
+    )
     assert code == 0
     losses = runner.losses(tmp_path)
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses.values())

@@ -27,7 +27,9 @@ def _wait_for_steps(workdir, proc, n: int, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while len(runner.metrics(workdir)) < n:
         if proc.poll() is not None:
-            raise AssertionError(f"run ended early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"run ended early ({proc.returncode}): {proc.stderr.read()[-3000:]}"
+            )
         if time.time() > deadline:
             proc.kill()
             raise AssertionError("run made no progress")

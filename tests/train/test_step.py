@@ -18,8 +18,11 @@ from zoo.train import step as zstep
 
 def tiny_config(tfds_dir, **overrides):
     c = zconfig.load("recipes/smoke.py:tiny")
-    zconfig.apply_overrides(c, [f"--config.task.data_dir={tfds_dir}"] +
-                            [f"--config.{k}={v}" for k, v in overrides.items()])
+    zconfig.apply_overrides(
+        c,
+        [f"--config.task.data_dir={tfds_dir}"]
+        + [f"--config.{k}={v}" for k, v in overrides.items()],
+    )
     return c
 
 
@@ -32,18 +35,33 @@ def _setup(config, mesh_shape=(8, 1, 1)):
 
 
 def _batch(task, setup, seed=0):
-    ds = task.dataset("train", seed=seed, process_index=0, process_count=1, batch_multiple=8,
-                      train=True)
+    ds = task.dataset(
+        "train", seed=seed, process_index=0, process_count=1, batch_multiple=8, train=True
+    )
     local = next(iter(ds))
-    return {k: jax.make_array_from_process_local_data(setup.batch_sharding[k], v)
-            for k, v in local.items()}
+    return {
+        k: jax.make_array_from_process_local_data(setup.batch_sharding[k], v)
+        for k, v in local.items()
+    }
 
 
 def _optim_config(**kw):
-    c = ml_collections.ConfigDict(dict(
-        learning_rate=1.0, schedule="cosine", warmup_steps=10, end_learning_rate_ratio=0.1,
-        power=2.0, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.0, clip_norm=0.0,
-        grad_accum_steps=1, frozen=()))
+    c = ml_collections.ConfigDict(
+        dict(
+            learning_rate=1.0,
+            schedule="cosine",
+            warmup_steps=10,
+            end_learning_rate_ratio=0.1,
+            power=2.0,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-9,
+            weight_decay=0.0,
+            clip_norm=0.0,
+            grad_accum_steps=1,
+            frozen=(),
+        )
+    )
     c.update(kw)
     return c
 
@@ -55,8 +73,13 @@ def test_schedules_warm_up_linearly_then_follow_their_shape(name):
     assert float(s(5)) == pytest.approx(0.5)
     assert float(s(10)) == pytest.approx(1.0)
     end = float(s(110))
-    expected_end = {"constant": 1.0, "cosine": 0.1, "linear": 0.1, "polynomial": 0.1,
-                    "inverse_sqrt": (10 / 110) ** 0.5}[name]
+    expected_end = {
+        "constant": 1.0,
+        "cosine": 0.1,
+        "linear": 0.1,
+        "polynomial": 0.1,
+        "inverse_sqrt": (10 / 110) ** 0.5,
+    }[name]
     assert end == pytest.approx(expected_end, rel=1e-5)
 
 
@@ -71,8 +94,9 @@ def test_label_smoothing_matches_fairseq_formula():
     smooth = -logp.sum(-1)
     eps_i = eps / 6
     want = (((1 - eps - eps_i) * nll + eps_i * smooth) * weights).sum()
-    loss, nll_sum = label_smoothed_cross_entropy(jnp.asarray(logits), jnp.asarray(targets),
-                                                 jnp.asarray(weights), eps)
+    loss, nll_sum = label_smoothed_cross_entropy(
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), eps
+    )
     assert float(loss) == pytest.approx(want, rel=1e-5)
     assert float(nll_sum) == pytest.approx((nll * weights).sum(), rel=1e-5)
 
@@ -111,16 +135,22 @@ def test_bf16_compute_keeps_f32_params_and_close_loss(tfds_dir):
 
 
 def test_frozen_parameters_do_not_move(tfds_dir):
-    config = tiny_config(tfds_dir, **{"optim.frozen": "('^encoder_', '^shared/')",
-                                      "optim.warmup_steps": 0})
+    config = tiny_config(
+        tfds_dir, **{"optim.frozen": "('^encoder_', '^shared/')", "optim.warmup_steps": 0}
+    )
     task, setup = _setup(config)
     state = setup.init(jax.random.PRNGKey(0))
     before = jax.device_get(state.params)
     new_state, _ = setup.train_step(state, _batch(task, setup), jax.random.PRNGKey(1))
     after = jax.device_get(new_state.params)
-    moved = {k for k in after if not np.array_equal(
-        np.concatenate([x.ravel() for x in jax.tree.leaves(after[k])]),
-        np.concatenate([x.ravel() for x in jax.tree.leaves(before[k])]))}
+    moved = {
+        k
+        for k in after
+        if not np.array_equal(
+            np.concatenate([x.ravel() for x in jax.tree.leaves(after[k])]),
+            np.concatenate([x.ravel() for x in jax.tree.leaves(before[k])]),
+        )
+    }
     assert moved and all(not k.startswith(("encoder_", "shared")) for k in moved)
     assert "decoder_layer_0" in moved
 

@@ -78,7 +78,10 @@ def _length_limit(batching: BatchingConfig) -> int:
 
 
 def _validate(
-    batching: BatchingConfig, features: Sequence[str], seed: int, process_index: int,
+    batching: BatchingConfig,
+    features: Sequence[str],
+    seed: int,
+    process_index: int,
     process_count: int,
 ) -> None:
     if batching.mode not in MODES:
@@ -130,8 +133,14 @@ class _Planner:
     """Computes (and caches the latest) epoch plan."""
 
     def __init__(
-        self, lengths: np.ndarray, kept: np.ndarray, batching: BatchingConfig, *, seed: int,
-        shuffle: bool, process_count: int,
+        self,
+        lengths: np.ndarray,
+        kept: np.ndarray,
+        batching: BatchingConfig,
+        *,
+        seed: int,
+        shuffle: bool,
+        process_count: int,
     ):
         self._lengths = lengths  # [num_examples, num_features]
         self._kept = kept
@@ -158,8 +167,11 @@ class _Planner:
         # A stream separate from the example order's, so the two are independent.
         rng = np.random.default_rng([self._seed, epoch, 1]) if self._shuffle else None
         return plans.plan_bucket(
-            order, self._lengths.max(axis=1), boundaries=b.bucket_boundaries,
-            batch_sizes=bucket_batch_sizes(b, self._process_count), rng=rng,
+            order,
+            self._lengths.max(axis=1),
+            boundaries=b.bucket_boundaries,
+            batch_sizes=bucket_batch_sizes(b, self._process_count),
+            rng=rng,
         )
 
 
@@ -167,8 +179,15 @@ class PlannedDataset(grain.IterDataset):
     """IterDataset of process-local batch slices following a `_Planner`'s epoch plans."""
 
     def __init__(
-        self, source: Sequence[Any], features: Sequence[str], planner: _Planner, *,
-        packed: bool, num_epochs: int | None, process_index: int, process_count: int,
+        self,
+        source: Sequence[Any],
+        features: Sequence[str],
+        planner: _Planner,
+        *,
+        packed: bool,
+        num_epochs: int | None,
+        process_index: int,
+        process_count: int,
         stats: DataStats,
     ):
         super().__init__()
@@ -189,8 +208,11 @@ class PlannedDataset(grain.IterDataset):
         rows_per_process = len(batch.rows) // self._process_count
         start = self._process_index * rows_per_process
         return plans.collate(
-            self._source, batch.rows[start : start + rows_per_process], batch.length,
-            self._features, packed=self._packed,
+            self._source,
+            batch.rows[start : start + rows_per_process],
+            batch.length,
+            self._features,
+            packed=self._packed,
         )
 
     def epoch_iterator(self, epoch: int, start: int) -> grain.DatasetIterator:
@@ -285,7 +307,8 @@ def make_dataset(
     num_dropped = int(too_long.sum())
     fix = (
         "add a bucket boundary >= the longest example"
-        if batching.mode == "bucket" else "raise max_length"
+        if batching.mode == "bucket"
+        else "raise max_length"
     )
     message = (
         f"dropped {num_dropped} of {len(source)} examples longer than {limit} tokens "
@@ -303,15 +326,27 @@ def make_dataset(
                 log.warning(
                     "bucket %d: batch size %d x %d tokens exceeds tokens_per_batch=%d because "
                     "the batch size cannot go below data-parallel size x processes",
-                    boundary, size, boundary, batching.tokens_per_batch,
+                    boundary,
+                    size,
+                    boundary,
+                    batching.tokens_per_batch,
                 )
     planner = _Planner(
-        lengths, np.flatnonzero(~too_long), batching, seed=seed, shuffle=shuffle,
+        lengths,
+        np.flatnonzero(~too_long),
+        batching,
+        seed=seed,
+        shuffle=shuffle,
         process_count=process_count,
     )
     return PlannedDataset(
-        source, features, planner, packed=batching.mode == "pack", num_epochs=num_epochs,
-        process_index=process_index, process_count=process_count,
+        source,
+        features,
+        planner,
+        packed=batching.mode == "pack",
+        num_epochs=num_epochs,
+        process_index=process_index,
+        process_count=process_count,
         stats=DataStats(num_examples=len(source), num_dropped=num_dropped, max_length=limit),
     )
 

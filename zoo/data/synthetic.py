@@ -17,6 +17,7 @@ Usage (data is generated once per parameter set, later calls reuse it):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
@@ -54,7 +55,12 @@ class ReverseConfig(tfds.core.BuilderConfig):
 
 
 def config_name(
-    *, vocab_size: int, min_length: int, max_length: int, num_train: int, num_validation: int,
+    *,
+    vocab_size: int,
+    min_length: int,
+    max_length: int,
+    num_train: int,
+    num_validation: int,
     seed: int,
 ) -> str:
     """A config name that encodes every parameter, so parameter sets never share a directory."""
@@ -100,10 +106,13 @@ def generate_examples(
     offsets = np.concatenate([[0], np.cumsum(lengths - 1)])
     for i in range(num):
         tokens = content[offsets[i] : offsets[i + 1]]
-        yield i, {
-            "inputs": np.concatenate([tokens, eos]),
-            "targets": np.concatenate([tokens[::-1], eos]),
-        }
+        yield (
+            i,
+            {
+                "inputs": np.concatenate([tokens, eos]),
+                "targets": np.concatenate([tokens[::-1], eos]),
+            },
+        )
 
 
 class ReverseSequence(tfds.core.GeneratorBasedBuilder):
@@ -118,8 +127,14 @@ class ReverseSequence(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS: ClassVar[list[ReverseConfig]] = [
         ReverseConfig(
-            name=config_name(vocab_size=32, min_length=2, max_length=32, num_train=10_000,
-                             num_validation=1_000, seed=0)
+            name=config_name(
+                vocab_size=32,
+                min_length=2,
+                max_length=32,
+                num_train=10_000,
+                num_validation=1_000,
+                seed=0,
+            )
         )
     ]
 
@@ -144,9 +159,7 @@ class ReverseSequence(tfds.core.GeneratorBasedBuilder):
             "validation": self._generate_examples(split_index=1),
         }
 
-    def _generate_examples(
-        self, split_index: int
-    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def _generate_examples(self, split_index: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         yield from generate_examples(self.builder_config, split_index)
 
 
@@ -168,11 +181,19 @@ def reverse_builder(
     """
     config = ReverseConfig(
         name=config_name(
-            vocab_size=vocab_size, min_length=min_length, max_length=max_length,
-            num_train=num_train, num_validation=num_validation, seed=seed,
+            vocab_size=vocab_size,
+            min_length=min_length,
+            max_length=max_length,
+            num_train=num_train,
+            num_validation=num_validation,
+            seed=seed,
         ),
-        vocab_size=vocab_size, min_length=min_length, max_length=max_length,
-        num_train=num_train, num_validation=num_validation, seed=seed,
+        vocab_size=vocab_size,
+        min_length=min_length,
+        max_length=max_length,
+        num_train=num_train,
+        num_validation=num_validation,
+        seed=seed,
     )
     _validate(config)
     default = ReverseSequence.BUILDER_CONFIGS[0]
@@ -182,9 +203,13 @@ def reverse_builder(
     builder = ReverseSequence(
         data_dir=os.fspath(data_dir), config=config, file_format="array_record"
     )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
+    if not builder.is_prepared():
+        # TFDS's nested progress bars garble the terminal and CI logs; one log line is enough.
+        tfds.disable_progress_bar()
+        logging.info("generating %s in %s", config.name, data_dir)
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
     return builder
 
 

@@ -7,7 +7,8 @@ Nothing here knows about tasks, losses or training.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +46,19 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param(
-                "kernel", logical(self.kernel_init, self.axes), (x.shape[-1], self.features), jnp.float32
+            "kernel",
+            logical(self.kernel_init, self.axes),
+            (x.shape[-1], self.features),
+            jnp.float32,
         )
         y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             bias = self.param(
-                    "bias", logical(nn.initializers.zeros_init(), (self.axes[1],)), (self.features,),
-                    jnp.float32)
+                "bias",
+                logical(nn.initializers.zeros_init(), (self.axes[1],)),
+                (self.features,),
+                jnp.float32,
+            )
             y = y + bias.astype(self.dtype)
         return y
 
@@ -65,8 +72,12 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        scale = self.param("scale", logical(nn.initializers.ones_init(), ("embed",)), (d,), jnp.float32)
-        bias = self.param("bias", logical(nn.initializers.zeros_init(), ("embed",)), (d,), jnp.float32)
+        scale = self.param(
+            "scale", logical(nn.initializers.ones_init(), ("embed",)), (d,), jnp.float32
+        )
+        bias = self.param(
+            "bias", logical(nn.initializers.zeros_init(), ("embed",)), (d,), jnp.float32
+        )
         # Statistics in f32 even under bf16 compute: bf16 variance loses too much.
         x32 = x.astype(jnp.float32)
         mean = x32.mean(-1, keepdims=True)
@@ -85,14 +96,19 @@ class Embed(nn.Module):
 
     def setup(self):
         self.embedding = self.param(
-                "embedding", logical(self.embedding_init, ("vocab", "embed")),
-                (self.num_embeddings, self.features), jnp.float32)
+            "embedding",
+            logical(self.embedding_init, ("vocab", "embed")),
+            (self.num_embeddings, self.features),
+            jnp.float32,
+        )
 
     def __call__(self, ids_BxL: jax.Array) -> jax.Array:
         return jnp.take(self.embedding, ids_BxL, axis=0).astype(self.dtype)
 
     def attend(self, x_BxLxD: jax.Array) -> jax.Array:
-        return jnp.einsum("bld,vd->blv", x_BxLxD.astype(self.dtype), self.embedding.astype(self.dtype))
+        return jnp.einsum(
+            "bld,vd->blv", x_BxLxD.astype(self.dtype), self.embedding.astype(self.dtype)
+        )
 
 
 class LearnedPositions(nn.Module):
@@ -106,13 +122,17 @@ class LearnedPositions(nn.Module):
     @nn.compact
     def __call__(self, positions_BxL: jax.Array) -> jax.Array:
         table = self.param(
-                "embedding", logical(default_kernel_init, ("positions", "embed")),
-                (self.num_positions + self.offset, self.features), jnp.float32)
+            "embedding",
+            logical(default_kernel_init, ("positions", "embed")),
+            (self.num_positions + self.offset, self.features),
+            jnp.float32,
+        )
         return jnp.take(table, positions_BxL + self.offset, axis=0).astype(self.dtype)
 
 
-def sinusoidal_positions(positions_BxL: jax.Array, features: int,
-                                                  max_timescale: float = 1e4) -> jax.Array:
+def sinusoidal_positions(
+    positions_BxL: jax.Array, features: int, max_timescale: float = 1e4
+) -> jax.Array:
     """Fixed sin/cos position features (Vaswani et al. 2017, sec. 3.5): [B, L, features] f32."""
     half = features // 2
     inv = np.exp(-np.log(max_timescale) * np.arange(half) / max(half - 1, 1))
@@ -120,9 +140,14 @@ def sinusoidal_positions(positions_BxL: jax.Array, features: int,
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def attention_mask(q_valid_BxQ: jax.Array, k_valid_BxK: jax.Array, *, causal: bool = False,
-                                      q_segments_BxQ: jax.Array | None = None,
-                                      k_segments_BxK: jax.Array | None = None) -> jax.Array:
+def attention_mask(
+    q_valid_BxQ: jax.Array,
+    k_valid_BxK: jax.Array,
+    *,
+    causal: bool = False,
+    q_segments_BxQ: jax.Array | None = None,
+    k_segments_BxK: jax.Array | None = None,
+) -> jax.Array:
     """Boolean mask [B, 1, Q, K]: True where a query may attend to a key.
 
     Segment ids (packing) restrict attention to the same packed example.
@@ -150,14 +175,23 @@ class MultiHeadAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BxQxD: jax.Array, kv_BxKxD: jax.Array, mask_Bx1xQxK: jax.Array | None,
-                              deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self,
+        x_BxQxD: jax.Array,
+        kv_BxKxD: jax.Array,
+        mask_Bx1xQxK: jax.Array | None,
+        deterministic: bool = True,
+    ) -> jax.Array:
         d_model = x_BxQxD.shape[-1]
         proj = lambda name: nn.DenseGeneral(  # noqa: E731
-                (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
-                kernel_init=logical(default_kernel_init, ("embed", "heads", "kv")),
-                bias_init=logical(nn.initializers.zeros_init(), ("heads", "kv")))
-        q_BxQxHxK = proj("query")(x_BxQxD) * (self.head_dim ** -0.5)
+            (self.num_heads, self.head_dim),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+            kernel_init=logical(default_kernel_init, ("embed", "heads", "kv")),
+            bias_init=logical(nn.initializers.zeros_init(), ("heads", "kv")),
+        )
+        q_BxQxHxK = proj("query")(x_BxQxD) * (self.head_dim**-0.5)
         k_BxKxHxK = proj("key")(kv_BxKxD)
         v_BxKxHxK = proj("value")(kv_BxKxD)
         q_BxQxHxK = constrain(q_BxQxHxK, ("batch", "length", "heads", "kv"))
@@ -170,16 +204,21 @@ class MultiHeadAttention(nn.Module):
             probs_BxHxQxK = nn.Dropout(self.dropout_rate)(probs_BxHxQxK, deterministic=False)
         out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
         return nn.DenseGeneral(
-                d_model, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
-                kernel_init=logical(default_kernel_init, ("heads", "kv", "embed")),
-                bias_init=logical(nn.initializers.zeros_init(), ("embed",)))(out_BxQxHxK)
+            d_model,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="out",
+            kernel_init=logical(default_kernel_init, ("heads", "kv", "embed")),
+            bias_init=logical(nn.initializers.zeros_init(), ("embed",)),
+        )(out_BxQxHxK)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-        "relu": nn.relu,
-        # Exact erf GELU (torch's default and mBART's); flax's nn.gelu defaults to tanh.
-        "gelu": lambda x: nn.gelu(x, approximate=False),
-        "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "relu": nn.relu,
+    # Exact erf GELU (torch's default and mBART's); flax's nn.gelu defaults to tanh.
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
 }
 
 
@@ -194,7 +233,9 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, deterministic: bool = True) -> jax.Array:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is unknown; use one of {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"activation={self.activation!r} is unknown; use one of {sorted(ACTIVATIONS)}"
+            )
         h_BxLxF = Dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="fc1")(x_BxLxD)
         h_BxLxF = ACTIVATIONS[self.activation](h_BxLxF)
         h_BxLxF = constrain(h_BxLxF, ("batch", "length", "mlp"))

@@ -9,7 +9,8 @@ train/eval datasets.
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,8 +32,9 @@ class Task(abc.ABC):
         """model.init(...) on a batch of the right shapes: boxed variables {'params': ...}."""
 
     @abc.abstractmethod
-    def loss(self, params: Params, batch: Batch, rng: jax.Array, *, train: bool
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns (loss summed over the batch, aux).
 
         aux must hold 'weight': the number of loss terms (e.g. target tokens) in
@@ -58,17 +60,31 @@ class Task(abc.ABC):
         """Model FLOPs (forward + backward) of one train step on a batch of these shapes."""
 
     @abc.abstractmethod
-    def dataset(self, split: str, *, seed: int, process_index: int, process_count: int,
-                batch_multiple: int, train: bool) -> Any:
+    def dataset(
+        self,
+        split: str,
+        *,
+        seed: int,
+        process_index: int,
+        process_count: int,
+        batch_multiple: int,
+        train: bool,
+    ) -> Any:
         """A grain IterDataset of process-local batches (checkpointable iterator)."""
 
     def prepare_data(self) -> None:
         """Builds on-disk datasets; the loop calls it on process 0 before the others read."""
+        return None
 
     def tokens_in_batch(self, batch: Batch) -> int:
         """Non-pad tokens in a (process-local) batch, for throughput."""
-        return int(sum(np.count_nonzero(np.asarray(v)) for k, v in batch.items()
-                       if k in self.batch_axes() and not k.endswith(("_segment_ids", "_positions"))))
+        return int(
+            sum(
+                np.count_nonzero(np.asarray(v))
+                for k, v in batch.items()
+                if k in self.batch_axes() and not k.endswith(("_segment_ids", "_positions"))
+            )
+        )
 
     def describe(self) -> str:
         return self.name
@@ -89,6 +105,3 @@ def get_task(config) -> Task:
         raise ValueError(f"task.name={name!r} is not a known task; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name](config)
 
-
-def iterate(ds) -> Iterator:
-    return iter(ds)

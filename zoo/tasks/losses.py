@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 
 
-def label_smoothed_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array,
-                                 weights_BxL: jax.Array, smoothing: float = 0.0
-                                 ) -> tuple[jax.Array, jax.Array]:
+def label_smoothed_cross_entropy(
+    logits_BxLxV: jax.Array, targets_BxL: jax.Array, weights_BxL: jax.Array, smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
     """fairseq's label_smoothed_cross_entropy, summed over weighted positions.
 
     loss = (1 - eps - eps_i) * nll + eps_i * sum_v(-log p_v), eps_i = eps / (V - 1)

@@ -8,7 +8,7 @@ int32 (0 = pad), plus `*_segment_ids` / `*_positions` when packed.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ def positions_from_end(ids_BxL: jax.Array, segment_ids_BxL=None) -> jax.Array:
         segment_ids_BxL = valid.astype(jnp.int32)
     same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
     idx = jnp.arange(ids_BxL.shape[1])
-    later = same & (idx[None, None, :] > idx[None, :, None])   # tokens after me, same segment
+    later = same & (idx[None, None, :] > idx[None, :, None])  # tokens after me, same segment
     return jnp.where(valid, later.sum(-1), 0).astype(jnp.int32)
 
 
@@ -62,28 +62,38 @@ class ReverseTask(base.Task):
     def _logits(self, params, batch, rng, train: bool):
         inputs, targets = batch["inputs"], batch["targets"]
         packed = "targets_positions" in batch
-        dec_in = shift_right(targets, zdata.BOS_ID,
-                             batch["targets_positions"] if packed else None)
+        dec_in = shift_right(targets, zdata.BOS_ID, batch["targets_positions"] if packed else None)
         return self.model.apply(
-            {"params": params}, inputs, inputs != zdata.PAD_ID, dec_in,
+            {"params": params},
+            inputs,
+            inputs != zdata.PAD_ID,
+            dec_in,
             decoder_attention_mask=targets != zdata.PAD_ID,
             input_positions=positions_from_end(inputs, batch.get("inputs_segment_ids")),
             input_segment_ids=batch.get("inputs_segment_ids"),
             decoder_positions=batch.get("targets_positions"),
             decoder_segment_ids=batch.get("targets_segment_ids"),
-            deterministic=not train, rngs={"dropout": rng} if train else {})
+            deterministic=not train,
+            rngs={"dropout": rng} if train else {},
+        )
 
     def init_variables(self, rng, batch):
         inputs, targets = batch["inputs"], batch["targets"]
-        return self.model.init({"params": rng}, inputs, inputs != zdata.PAD_ID, targets,
-                               input_positions=positions_from_end(inputs))
+        return self.model.init(
+            {"params": rng},
+            inputs,
+            inputs != zdata.PAD_ID,
+            targets,
+            input_positions=positions_from_end(inputs),
+        )
 
     def loss(self, params, batch, rng, *, train):
         logits = self._logits(params, batch, rng, train)
         targets = batch["targets"]
         weights = targets != zdata.PAD_ID
         loss, nll = label_smoothed_cross_entropy(
-            logits, targets, weights, self.config.task.label_smoothing)
+            logits, targets, weights, self.config.task.label_smoothing
+        )
         correct = ((logits.argmax(-1) == targets) & weights).sum()
         return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
 
@@ -114,9 +124,14 @@ class ReverseTask(base.Task):
         t = self.config.task
         data_dir = os.path.expanduser(t.data_dir)
         return zdata.reverse_builder(
-            data_dir, vocab_size=self.config.model.vocab_size, min_length=t.min_length,
-            max_length=t.max_length, num_train=t.num_train, num_validation=t.num_validation,
-            seed=t.data_seed)
+            data_dir,
+            vocab_size=self.config.model.vocab_size,
+            min_length=t.min_length,
+            max_length=t.max_length,
+            num_train=t.num_train,
+            num_validation=t.num_validation,
+            seed=t.data_seed,
+        )
 
     def prepare_data(self):
         self.builder()
@@ -125,10 +140,20 @@ class ReverseTask(base.Task):
         d = self.config.data
         source = zdata.load_source(self.builder(), split)
         batching = zdata.BatchingConfig(
-            mode=d.mode, global_batch_size=d.global_batch_size, max_length=d.max_length,
-            tokens_per_batch=d.tokens_per_batch, bucket_boundaries=tuple(d.bucket_boundaries),
-            batch_multiple=batch_multiple)
+            mode=d.mode,
+            global_batch_size=d.global_batch_size,
+            max_length=d.max_length,
+            tokens_per_batch=d.tokens_per_batch,
+            bucket_boundaries=tuple(d.bucket_boundaries),
+            batch_multiple=batch_multiple,
+        )
         return zdata.make_dataset(
-            source, ["inputs", "targets"], batching, seed=seed, shuffle=train,
-            num_epochs=None if train else 1, process_index=process_index,
-            process_count=process_count)
+            source,
+            ["inputs", "targets"],
+            batching,
+            seed=seed,
+            shuffle=train,
+            num_epochs=None if train else 1,
+            process_index=process_index,
+            process_count=process_count,
+        )

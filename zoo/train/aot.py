@@ -27,16 +27,21 @@ def tpu_topology(name: str):
     except ImportError as e:
         raise RuntimeError("zoo compile needs libtpu: pip install -e '.[tpu]'") from e
     from jax.experimental import topologies
+
     chip = name.split(":")[0].lower()
     if chip not in zmetrics.HBM_BYTES:
-        raise ValueError(f"--topology {name!r}: chip {chip!r} is not one of "
-                         f"{sorted(zmetrics.HBM_BYTES)} (write e.g. v5e:2x4 or v4:2x2x1)")
+        raise ValueError(
+            f"--topology {name!r}: chip {chip!r} is not one of "
+            f"{sorted(zmetrics.HBM_BYTES)} (write e.g. v5e:2x4 or v4:2x2x1)"
+        )
     try:
         return topologies.get_topology_desc(platform="tpu", topology_name=name)
     except Exception as e:  # libtpu's message for a malformed shape is long and cryptic
-        raise ValueError(f"--topology {name!r} is not a TPU topology libtpu knows "
-                         f"({type(e).__name__}); write CHIP:AxB or CHIP:AxBxC, e.g. v5e:2x4, "
-                         "v4:2x2x1, v5p:2x2x1, v6e:2x4") from e
+        raise ValueError(
+            f"--topology {name!r} is not a TPU topology libtpu knows "
+            f"({type(e).__name__}); write CHIP:AxB or CHIP:AxBxC, e.g. v5e:2x4, "
+            "v4:2x2x1, v5p:2x2x1, v6e:2x4"
+        ) from e
 
 
 def abstract_batch(task, config, setup: zstep.Setup) -> dict[str, jax.ShapeDtypeStruct]:
@@ -49,8 +54,11 @@ def abstract_batch(task, config, setup: zstep.Setup) -> dict[str, jax.ShapeDtype
     else:
         size = d.global_batch_size
     example = task.example_batch(size)
-    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=setup.batch_sharding[k])
-            for k, v in example.items() if k in setup.batch_sharding}
+    return {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=setup.batch_sharding[k])
+        for k, v in example.items()
+        if k in setup.batch_sharding
+    }
 
 
 def lower_step(config, task, devices) -> tuple[Any, dict[str, Any], zstep.Setup]:
@@ -63,8 +71,10 @@ def lower_step(config, task, devices) -> tuple[Any, dict[str, Any], zstep.Setup]
     return lowered, batch, setup
 
 
-_OOM = re.compile(r"total memory required for (.+?) \(([\d.]+)([KMGT])\) exceeds available "
-                  r"HBM \(([\d.]+)([KMGT])\)")
+_OOM = re.compile(
+    r"total memory required for (.+?) \(([\d.]+)([KMGT])\) exceeds available "
+    r"HBM \(([\d.]+)([KMGT])\)"
+)
 
 
 def _bytes(number: str, unit: str) -> float:
@@ -79,8 +89,11 @@ def compile_for_topology(config, task, topology: str) -> dict[str, Any]:
     shapes = {k: v.shape for k, v in batch.items()}
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state.params))
     report = {
-        "topology": topology, "devices": len(topo.devices), "mesh": dict(setup.mesh.shape),
-        "device_kind": topo.devices[0].device_kind, "params": n_params,
+        "topology": topology,
+        "devices": len(topo.devices),
+        "mesh": dict(setup.mesh.shape),
+        "device_kind": topo.devices[0].device_kind,
+        "params": n_params,
         "batch": {k: list(v) for k, v in shapes.items()},
         "hbm_bytes": zmetrics.HBM_BYTES[chip],
         "model_flops_per_step": task.flops_per_batch(shapes),
@@ -92,20 +105,33 @@ def compile_for_topology(config, task, topology: str) -> dict[str, Any]:
         m = _OOM.search(str(e))
         if "RESOURCE_EXHAUSTED" not in str(e) or m is None:
             raise
-        report.update(fits=False, what=m.group(1), total_bytes=_bytes(m.group(2), m.group(3)),
-                      hbm_bytes=_bytes(m.group(4), m.group(5)))
+        report.update(
+            fits=False,
+            what=m.group(1),
+            total_bytes=_bytes(m.group(2), m.group(3)),
+            hbm_bytes=_bytes(m.group(4), m.group(5)),
+        )
         return report
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-             - mem.alias_size_in_bytes + mem.generated_code_size_in_bytes)
+    total = (
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes
+        + mem.generated_code_size_in_bytes
+    )
     report.update(
-        argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
-        temp_bytes=mem.temp_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
-        code_bytes=mem.generated_code_size_in_bytes, total_bytes=total,
+        argument_bytes=mem.argument_size_in_bytes,
+        output_bytes=mem.output_size_in_bytes,
+        temp_bytes=mem.temp_size_in_bytes,
+        alias_bytes=mem.alias_size_in_bytes,
+        code_bytes=mem.generated_code_size_in_bytes,
+        total_bytes=total,
         fits=total <= report["hbm_bytes"],
-        xla_flops_per_device=float(cost.get("flops", float("nan"))))
+        xla_flops_per_device=float(cost.get("flops", float("nan"))),
+    )
     return report
 
 
@@ -116,11 +142,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"parameters: {r['params'] / 1e6:.1f}M; global batch {r['batch']}",
     ]
     if "argument_bytes" not in r:  # the compiler refused: only its totals are known
-        return "\n".join(lines + [
-            f"per-device memory: {r['what']} need {gib(r['total_bytes'])} of "
-            f"{gib(r['hbm_bytes'])} HBM -> DOES NOT FIT (more fsdp/tensor sharding, a smaller "
-            "batch, remat or bf16 would help)",
-            f"FLOPs per step: model {r['model_flops_per_step']:.3e} (all devices)"])
+        return "\n".join(
+            lines
+            + [
+                f"per-device memory: {r['what']} need {gib(r['total_bytes'])} of "
+                f"{gib(r['hbm_bytes'])} HBM -> DOES NOT FIT (more fsdp/tensor sharding, a smaller "
+                "batch, remat or bf16 would help)",
+                f"FLOPs per step: model {r['model_flops_per_step']:.3e} (all devices)",
+            ]
+        )
     lines += [
         "per-device memory:",
         f"  arguments   {gib(r['argument_bytes'])}",

@@ -54,8 +54,9 @@ class PreemptionWatcher:
     def requested(self) -> bool:
         flag = self._event.is_set()
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
             import numpy as np
+            from jax.experimental import multihost_utils
+
             flag = bool(multihost_utils.process_allgather(np.array(flag)).any())
         return flag
 
@@ -81,16 +82,22 @@ class Checkpointer:
 
     def __init__(self, workdir: str, config, abstract_state: TrainState):
         self.workdir = workdir
+        self._closed = False
         self.abstract_state = abstract_state
         c = config.checkpoint
         self.every = int(c.every_steps)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=c.keep_last or None, keep_period=c.keep_every or None,
-            enable_async_checkpointing=bool(c.async_save), cleanup_tmp_directories=True,
-            create=True)
+            max_to_keep=c.keep_last or None,
+            keep_period=c.keep_every or None,
+            enable_async_checkpointing=bool(c.async_save),
+            cleanup_tmp_directories=True,
+            create=True,
+        )
         self.manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
-            item_names=("state", "data"))
+            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            options=options,
+            item_names=("state", "data"),
+        )
         self._check_workdir(config)
 
     # --- compatibility --------------------------------------------------------
@@ -115,7 +122,8 @@ class Checkpointer:
                     f"{first} is {old_sig.get(first, '<absent>')} there but "
                     f"{sig.get(first, '<absent>')} now ({len(mism)} parameters differ). "
                     f"Config differences: {'; '.join(diff[:8]) or 'none recorded'}. "
-                    "Use a new --workdir, or the saved config to resume; nothing was overwritten.")
+                    "Use a new --workdir, or the saved config to resume; nothing was overwritten."
+                )
             return
         if jax.process_index() == 0:
             os.makedirs(self.workdir, exist_ok=True)
@@ -129,15 +137,23 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def restore(self, step: int) -> tuple[TrainState, Any]:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(self.abstract_state.as_dict()),
-            data=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(self.abstract_state.as_dict()),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
         return TrainState.from_dict(restored["state"]), restored["data"]
 
     def save(self, step: int, state: TrainState, data_state: Any, *, force: bool = False) -> bool:
-        return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state.as_dict()),
-            data=ocp.args.JsonSave(data_state)), force=force)
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state.as_dict()), data=ocp.args.JsonSave(data_state)
+            ),
+            force=force,
+        )
 
     def should_save(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -146,5 +162,9 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for async saves to land, then releases the manager (safe to call twice)."""
+        if self._closed:
+            return
+        self._closed = True
         self.manager.wait_until_finished()
         self.manager.close()

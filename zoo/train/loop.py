@@ -42,25 +42,36 @@ def check_batch_config(config, mesh) -> int:
             f"data.global_batch_size={d.global_batch_size} is not divisible by the data-parallel "
             f"size {multiple} (mesh data x fsdp = {bp}, processes = {jax.process_count()}); "
             f"use a multiple of {multiple}, e.g. --config.data.global_batch_size="
-            f"{max(multiple, d.global_batch_size // multiple * multiple)}")
+            f"{max(multiple, d.global_batch_size // multiple * multiple)}"
+        )
     accum = int(config.optim.grad_accum_steps)
     if accum > 1 and d.mode in ("pad", "pack") and d.global_batch_size % (multiple * accum):
         raise ValueError(
             f"data.global_batch_size={d.global_batch_size} must split into optim.grad_accum_steps="
             f"{accum} microbatches that are each a multiple of {multiple}; use a multiple of "
-            f"{multiple * accum}")
+            f"{multiple * accum}"
+        )
     return multiple * max(accum, 1)
 
 
 def _global_batch(local: dict[str, np.ndarray], setup: zstep.Setup) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(setup.batch_sharding[k], np.asarray(v))
-            for k, v in local.items() if k in setup.batch_sharding}
+    return {
+        k: jax.make_array_from_process_local_data(setup.batch_sharding[k], np.asarray(v))
+        for k, v in local.items()
+        if k in setup.batch_sharding
+    }
 
 
 def evaluate(task, config, setup: zstep.Setup, params, multiple: int) -> dict[str, float]:
     """Summed eval metrics over the validation split (or its first num_batches batches)."""
-    ds = task.dataset(config.eval.split, seed=config.seed, process_index=jax.process_index(),
-                      process_count=jax.process_count(), batch_multiple=multiple, train=False)
+    ds = task.dataset(
+        config.eval.split,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        batch_multiple=multiple,
+        train=False,
+    )
     totals: dict[str, float] = {}
     for i, local in enumerate(ds):
         if config.eval.num_batches and i >= config.eval.num_batches:
@@ -95,10 +106,18 @@ def train(config, workdir: str, task) -> dict[str, Any]:
         task.prepare_data()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices("zoo: data prepared")
-    train_iter = iter(task.dataset(
-        "train", seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), batch_multiple=multiple, train=True))
+    train_iter = iter(
+        task.dataset(
+            "train",
+            seed=config.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            batch_multiple=multiple,
+            train=True,
+        )
+    )
 
     # ---------------------------------------------------- restore or init
     start = ckpt.latest_step()
@@ -132,7 +151,8 @@ def train(config, workdir: str, task) -> dict[str, Any]:
                 f"loss={loss}, grad_norm={float(m['grad_norm'])} at step {step}: training "
                 f"stopped and this state was not saved; the last good checkpoint is step "
                 f"{ckpt.latest_step()} in {workdir}/checkpoints. Lower optim.learning_rate, "
-                "raise optim.warmup_steps or set optim.clip_norm, then rerun.")
+                "raise optim.warmup_steps or set optim.clip_norm, then rerun."
+            )
         summary.update(step=step, loss=loss)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -156,16 +176,21 @@ def train(config, workdir: str, task) -> dict[str, Any]:
                 step += 1
                 if pending is not None:
                     finish_step(pending)
-                pending = (step, m, {k: v.shape for k, v in batch.items()},
-                           task.tokens_in_batch(local))
+                pending = (
+                    step,
+                    m,
+                    {k: v.shape for k, v in batch.items()},
+                    task.tokens_in_batch(local),
+                )
 
                 preempted = watcher.requested()
                 if ckpt.should_save(step) or preempted or step == num_steps:
                     finish_step(pending)  # NaN guard runs before anything is saved
                     pending = None
                     ckpt.save(step, state, data_state, force=True)
-                if config.eval.every_steps and (step % config.eval.every_steps == 0
-                                                or step == num_steps):
+                if config.eval.every_steps and (
+                    step % config.eval.every_steps == 0 or step == num_steps
+                ):
                     if pending is not None:
                         finish_step(pending)
                         pending = None
@@ -177,7 +202,8 @@ def train(config, workdir: str, task) -> dict[str, Any]:
                     ckpt.close()
                     raise PreemptedError(
                         f"SIGTERM: saved step {step} to {workdir}/checkpoints; rerun the same "
-                        "command to resume")
+                        "command to resume"
+                    )
             if pending is not None:
                 finish_step(pending)
         finally:

@@ -10,7 +10,8 @@ while parameters named ('embed', 'mlp') shard embed over fsdp (ZeRO-3 style).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -48,13 +49,15 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
             raise ValueError(
                 f"mesh {dict(zip(MESH_AXES, sizes))} does not divide the {num_devices} devices: "
                 f"the fixed axes multiply to {known}; set --config.mesh.* so their product "
-                f"divides {num_devices}")
+                f"divides {num_devices}"
+            )
         sizes[fill[0]] = num_devices // known
     if math.prod(sizes) != num_devices:
         raise ValueError(
             f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
             f"{num_devices} are available; set one axis to -1 (e.g. --config.mesh.data=-1) "
-            "to fill the rest")
+            "to fill the rest"
+        )
     return tuple(sizes)  # type: ignore[return-value]
 
 
@@ -78,8 +81,9 @@ def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules=RULES) -> Any:
 
 
 def batch_sharding(mesh: Mesh, axes: dict[str, tuple], rules=RULES) -> dict[str, NamedSharding]:
-    return {k: NamedSharding(mesh, nn.logical_to_mesh_axes(v, list(rules)))
-            for k, v in axes.items()}
+    return {
+        k: NamedSharding(mesh, nn.logical_to_mesh_axes(v, list(rules))) for k, v in axes.items()
+    }
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

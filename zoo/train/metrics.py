@@ -17,11 +17,11 @@ import numpy as np
 # same peak). GPU figures are dense tensor-core rates (f32 = TF32 tensor cores).
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "tpu v4": {"bfloat16": 275e12, "float32": 275e12},
-    "tpu v5 lite": {"bfloat16": 197e12, "float32": 197e12},   # v5e
+    "tpu v5 lite": {"bfloat16": 197e12, "float32": 197e12},  # v5e
     "tpu v5e": {"bfloat16": 197e12, "float32": 197e12},
     "tpu v5p": {"bfloat16": 459e12, "float32": 459e12},
-    "tpu v5": {"bfloat16": 459e12, "float32": 459e12},        # v5p reports "TPU v5"
-    "tpu v6 lite": {"bfloat16": 918e12, "float32": 918e12},   # v6e (Trillium)
+    "tpu v5": {"bfloat16": 459e12, "float32": 459e12},  # v5p reports "TPU v5"
+    "tpu v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e (Trillium)
     "tpu v6e": {"bfloat16": 918e12, "float32": 918e12},
     "h100": {"bfloat16": 989e12, "float32": 494e12},
     "h200": {"bfloat16": 989e12, "float32": 494e12},
@@ -29,7 +29,10 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 HBM_BYTES: dict[str, float] = {
-    "v4": 32 * 2**30, "v5e": 16 * 2**30, "v5p": 95 * 2**30, "v6e": 32 * 2**30,
+    "v4": 32 * 2**30,
+    "v5e": 16 * 2**30,
+    "v5p": 95 * 2**30,
+    "v6e": 32 * 2**30,
 }
 
 _cpu_peak_cache: dict[str, float] = {}
@@ -76,6 +79,7 @@ class MetricsWriter:
         if enabled:
             os.makedirs(workdir, exist_ok=True)
             from tensorboardX import SummaryWriter
+
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -100,5 +104,14 @@ class MetricsWriter:
 def progress_bar(total: int, initial: int, enabled: bool):
     """A live bar with ETA on stderr (tqdm); silent on processes other than 0."""
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr, unit="step", mininterval=0.5, smoothing=0.1)
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        unit="step",
+        mininterval=0.5,
+        smoothing=0.1,
+    )

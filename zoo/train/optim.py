@@ -43,12 +43,15 @@ def param_labels(params: Any, frozen_patterns) -> Any:
     flat = traverse_util.flatten_dict(params, sep="/")
     labels = {k: "frozen" if any(r.search(k) for r in regexes) else "trained" for k in flat}
     if regexes and all(v == "frozen" for v in labels.values()):
-        raise ValueError(f"optim.frozen={list(frozen_patterns)} freezes every parameter; "
-                         "nothing would train")
+        raise ValueError(
+            f"optim.frozen={list(frozen_patterns)} freezes every parameter; nothing would train"
+        )
     for p, r in zip(frozen_patterns, regexes):
         if not any(r.search(k) for k in flat):
-            raise ValueError(f"optim.frozen pattern {p!r} matches no parameter; parameter paths "
-                             f"look like {next(iter(flat))!r}")
+            raise ValueError(
+                f"optim.frozen pattern {p!r} matches no parameter; parameter paths "
+                f"look like {next(iter(flat))!r}"
+            )
     return traverse_util.unflatten_dict(labels, sep="/")
 
 
@@ -56,13 +59,16 @@ def make_optimizer(c, total_steps: int) -> tuple[optax.GradientTransformation, o
     """Clip by global norm, AdamW (decay skips biases and norm scales), frozen masks."""
     schedule = make_schedule(c, total_steps)
     decay_mask = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
-        lambda path, x: x.ndim > 1, p)
-    adamw = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                        mask=decay_mask)
+        lambda path, x: x.ndim > 1, p
+    )
+    adamw = optax.adamw(
+        schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask
+    )
     chain = [optax.clip_by_global_norm(c.clip_norm)] if c.clip_norm else []
     tx = optax.chain(*chain, adamw)
     if c.frozen:
         frozen = tuple(c.frozen)
-        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
-                                   lambda p: param_labels(p, frozen))
+        tx = optax.multi_transform(
+            {"trained": tx, "frozen": optax.set_to_zero()}, lambda p: param_labels(p, frozen)
+        )
     return tx, schedule
