@@ -135,7 +135,7 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     writer = zmetrics.MetricsWriter(workdir, enabled=is_main)
     bar = zmetrics.progress_bar(num_steps, start, enabled=is_main and config.train.progress_bar)
     summary: dict[str, Any] = {"step": start}
-    pending = None  # (step, metrics on device, step start time, batch shapes, tokens)
+    pending = None  # (step, metrics still on device, global batch shapes, local tokens)
     last_time = time.perf_counter()
 
     def finish_step(p) -> None:

@@ -28,6 +28,7 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
     "a100": {"bfloat16": 312e12, "float32": 156e12},
 }
 
+# HBM per chip (a v4 chip appears as two JAX devices when compiling for a topology).
 HBM_BYTES: dict[str, float] = {
     "v4": 32 * 2**30,
     "v5e": 16 * 2**30,
