@@ -52,7 +52,10 @@ def cmd_train(args, extra) -> int:
     except loop.NonFiniteLossError as e:
         print(f"zoo: {e}", file=sys.stderr)
         return 3
-    shown = {k: v for k, v in summary.items() if k != "state"}
+    shown = {k: v for k, v in summary.items() if k not in ("state", "peak_flops_source")}
+    print(
+        f"zoo: metrics in {args.workdir}/metrics.jsonl, checkpoints in {args.workdir}/checkpoints"
+    )
     print(
         "zoo: done "
         + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
@@ -75,6 +78,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # TFDS warns on every load of a dataset whose parameters are not a predefined config;
+    # ours (zoo/data) are parameterised on purpose.
+    logging.getLogger("absl").addFilter(
+        lambda r: "Using custom data configuration" not in r.getMessage()
+    )
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
