@@ -59,6 +59,23 @@ def run_train(
     return proc
 
 
+def train_in_process(workdir, tfds_dir, *overrides: str) -> int:
+    """`zoo train` on the tiny recipe in this process (8 host devices); returns the exit status."""
+    from zoo import cli
+
+    return cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/smoke.py:tiny",
+            "--workdir",
+            str(workdir),
+            f"--config.task.data_dir={tfds_dir}",
+            *overrides,
+        ]
+    )
+
+
 def start_train(workdir, tfds_dir, *overrides: str, devices: int = 1, **env) -> subprocess.Popen:
     return subprocess.Popen(
         train_cmd(workdir, tfds_dir, *overrides),

@@ -67,17 +67,8 @@ def test_mesh_that_does_not_fit_the_devices(mesh, message):
 
 
 def test_mesh_error_from_the_command_line(tmp_path, tfds_dir, capsys):
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            "recipes/smoke.py:tiny",
-            "--workdir",
-            str(tmp_path),
-            f"--config.task.data_dir={tfds_dir}",
-            "--config.mesh.data=3",
-            "--config.mesh.fsdp=-1",
-        ]
+    code = runner.train_in_process(
+        tmp_path, tfds_dir, "--config.mesh.data=3", "--config.mesh.fsdp=-1"
     )
     assert code == 2
     assert "--config.mesh" in capsys.readouterr().err
@@ -85,17 +76,7 @@ def test_mesh_error_from_the_command_line(tmp_path, tfds_dir, capsys):
 
 def test_batch_not_divisible_by_data_parallel_size(tmp_path, tfds_dir, capsys):
     # 8 host devices in this process: data=-1 fills 8, and 12 is not a multiple of 8.
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            "recipes/smoke.py:tiny",
-            "--workdir",
-            str(tmp_path),
-            f"--config.task.data_dir={tfds_dir}",
-            "--config.data.global_batch_size=12",
-        ]
-    )
+    code = runner.train_in_process(tmp_path, tfds_dir, "--config.data.global_batch_size=12")
     err = capsys.readouterr().err
     assert code == 2
     assert "data.global_batch_size=12 is not divisible by the data-parallel size 8" in err

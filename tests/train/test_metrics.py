@@ -8,26 +8,19 @@ import math
 import pytest
 
 from tests.train import runner
-from zoo import cli
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tfds_dir):
     workdir = tmp_path_factory.mktemp("metrics_run")
     # In-process: 8 host devices, bucketed batches, eval at steps 4 and 8.
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            "recipes/smoke.py:tiny",
-            "--workdir",
-            str(workdir),
-            f"--config.task.data_dir={tfds_dir}",
-            "--config.train.num_steps=8",
-            "--config.eval.every_steps=4",
-            "--config.data.mode=bucket",
-            "--config.train.log_every=2",
-        ]
+    code = runner.train_in_process(
+        workdir,
+        tfds_dir,
+        "--config.train.num_steps=8",
+        "--config.eval.every_steps=4",
+        "--config.data.mode=bucket",
+        "--config.train.log_every=2",
     )
     assert code == 0
     return workdir
@@ -63,37 +56,25 @@ def test_tensorboard_event_files_are_written(run):
 
 def test_rerunning_a_finished_run_changes_nothing(run, tfds_dir):
     before = runner.metrics(run)
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            "recipes/smoke.py:tiny",
-            "--workdir",
-            str(run),
-            f"--config.task.data_dir={tfds_dir}",
-            "--config.train.num_steps=8",
-            "--config.eval.every_steps=4",
-            "--config.data.mode=bucket",
-            "--config.train.log_every=2",
-        ]
+    code = runner.train_in_process(
+        run,
+        tfds_dir,
+        "--config.train.num_steps=8",
+        "--config.eval.every_steps=4",
+        "--config.data.mode=bucket",
+        "--config.train.log_every=2",
     )
     assert code == 0
     assert runner.metrics(run) == before
 
 
 def test_packed_batches_train(tmp_path, tfds_dir):
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            "recipes/smoke.py:tiny",
-            "--workdir",
-            str(tmp_path),
-            f"--config.task.data_dir={tfds_dir}",
-            "--config.train.num_steps=6",
-            "--config.data.mode=pack",
-            "--config.data.global_batch_size=8",
-        ]
+    code = runner.train_in_process(
+        tmp_path,
+        tfds_dir,
+        "--config.train.num_steps=6",
+        "--config.data.mode=pack",
+        "--config.data.global_batch_size=8",
     )
     assert code == 0
     losses = runner.losses(tmp_path)

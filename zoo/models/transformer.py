@@ -64,21 +64,39 @@ def _remat(cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return nn.remat(cls, policy=getattr(jax.checkpoint_policies, policy), static_argnums=(-1,))
 
 
+def _pre_ln_residual(c: TransformerConfig, x_BxLxD, norm_name: str, sublayer, deterministic):
+    """x + Dropout(sublayer(LayerNorm(x))): one pre-LN sublayer, as BART/mBART."""
+    h = layers.LayerNorm(c.layer_norm_eps, jnp.dtype(c.dtype), name=norm_name)(x_BxLxD)
+    return x_BxLxD + nn.Dropout(c.dropout)(sublayer(h), deterministic=deterministic)
+
+
+def _attention(c: TransformerConfig, name: str) -> layers.MultiHeadAttention:
+    return layers.MultiHeadAttention(
+        c.num_heads, c.head_dim, c.attention_dropout, jnp.dtype(c.dtype), name=name
+    )
+
+
+def _ffn(c: TransformerConfig) -> layers.FeedForward:
+    return layers.FeedForward(c.mlp_dim, c.activation, 0.0, jnp.dtype(c.dtype), name="ffn")
+
+
 class EncoderLayer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
     def __call__(self, x_BxLxD, mask, deterministic: bool):
         c = self.config
-        dt = jnp.dtype(c.dtype)
-        h = layers.LayerNorm(c.layer_norm_eps, dt, name="self_attn_layer_norm")(x_BxLxD)
-        h = layers.MultiHeadAttention(
-            c.num_heads, c.head_dim, c.attention_dropout, dt, name="self_attn"
-        )(h, h, mask, deterministic)
-        x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(h, deterministic=deterministic)
-        h = layers.LayerNorm(c.layer_norm_eps, dt, name="final_layer_norm")(x_BxLxD)
-        h = layers.FeedForward(c.mlp_dim, c.activation, 0.0, dt, name="ffn")(h, deterministic)
-        x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(h, deterministic=deterministic)
+        attn, ffn = _attention(c, "self_attn"), _ffn(c)
+        x_BxLxD = _pre_ln_residual(
+            c,
+            x_BxLxD,
+            "self_attn_layer_norm",
+            lambda h: attn(h, h, mask, deterministic),
+            deterministic,
+        )
+        x_BxLxD = _pre_ln_residual(
+            c, x_BxLxD, "final_layer_norm", lambda h: ffn(h, deterministic), deterministic
+        )
         return layers.constrain(x_BxLxD, ("batch", "length", "embed"))
 
 
@@ -88,20 +106,28 @@ class DecoderLayer(nn.Module):
     @nn.compact
     def __call__(self, y_BxTxD, enc_BxSxD, self_mask, cross_mask, deterministic: bool):
         c = self.config
-        dt = jnp.dtype(c.dtype)
-        h = layers.LayerNorm(c.layer_norm_eps, dt, name="self_attn_layer_norm")(y_BxTxD)
-        h = layers.MultiHeadAttention(
-            c.num_heads, c.head_dim, c.attention_dropout, dt, name="self_attn"
-        )(h, h, self_mask, deterministic)
-        y_BxTxD = y_BxTxD + nn.Dropout(c.dropout)(h, deterministic=deterministic)
-        h = layers.LayerNorm(c.layer_norm_eps, dt, name="encoder_attn_layer_norm")(y_BxTxD)
-        h = layers.MultiHeadAttention(
-            c.num_heads, c.head_dim, c.attention_dropout, dt, name="encoder_attn"
-        )(h, enc_BxSxD, cross_mask, deterministic)
-        y_BxTxD = y_BxTxD + nn.Dropout(c.dropout)(h, deterministic=deterministic)
-        h = layers.LayerNorm(c.layer_norm_eps, dt, name="final_layer_norm")(y_BxTxD)
-        h = layers.FeedForward(c.mlp_dim, c.activation, 0.0, dt, name="ffn")(h, deterministic)
-        y_BxTxD = y_BxTxD + nn.Dropout(c.dropout)(h, deterministic=deterministic)
+        self_attn, cross_attn, ffn = (
+            _attention(c, "self_attn"),
+            _attention(c, "encoder_attn"),
+            _ffn(c),
+        )
+        y_BxTxD = _pre_ln_residual(
+            c,
+            y_BxTxD,
+            "self_attn_layer_norm",
+            lambda h: self_attn(h, h, self_mask, deterministic),
+            deterministic,
+        )
+        y_BxTxD = _pre_ln_residual(
+            c,
+            y_BxTxD,
+            "encoder_attn_layer_norm",
+            lambda h: cross_attn(h, enc_BxSxD, cross_mask, deterministic),
+            deterministic,
+        )
+        y_BxTxD = _pre_ln_residual(
+            c, y_BxTxD, "final_layer_norm", lambda h: ffn(h, deterministic), deterministic
+        )
         return layers.constrain(y_BxTxD, ("batch", "length", "embed"))
 
 
