@@ -46,6 +46,7 @@ class BatchingConfig:
     bucket_boundaries: bucket: ascending upper length bounds; the last one is the max length.
     batch_multiple: every global batch size is a multiple of this; set it to the global
         data-parallel size. lcm(batch_multiple, process_count) is what is enforced.
+    pad_id: the id that fills padding (0 for the smoke task; mBART pads with 1).
     """
 
     mode: str
@@ -54,6 +55,7 @@ class BatchingConfig:
     tokens_per_batch: int = 0
     bucket_boundaries: tuple[int, ...] = ()
     batch_multiple: int = 1
+    pad_id: int = 0
 
 
 def required_multiple(batching: BatchingConfig, process_count: int = 1) -> int:
@@ -189,12 +191,14 @@ class PlannedDataset(grain.IterDataset):
         process_index: int,
         process_count: int,
         stats: DataStats,
+        pad_id: int = 0,
     ):
         super().__init__()
         self._source = source
         self._features = tuple(features)
         self._planner = planner
         self._packed = packed
+        self._pad_id = pad_id
         self.num_epochs = num_epochs
         self._process_index = process_index
         self._process_count = process_count
@@ -213,6 +217,7 @@ class PlannedDataset(grain.IterDataset):
             batch.length,
             self._features,
             packed=self._packed,
+            pad_id=self._pad_id,
         )
 
     def epoch_iterator(self, epoch: int, start: int) -> grain.DatasetIterator:
@@ -348,6 +353,7 @@ def make_dataset(
         process_index=process_index,
         process_count=process_count,
         stats=DataStats(num_examples=len(source), num_dropped=num_dropped, max_length=limit),
+        pad_id=batching.pad_id,
     )
 
 

@@ -143,16 +143,17 @@ def collate(
     features: Sequence[str],
     *,
     packed: bool,
+    pad_id: int = PAD_ID,
 ) -> dict[str, np.ndarray]:
     """Reads and lays out the examples of `rows`.
 
-    Returns, for each feature f: f [len(rows), length] int32, PAD_ID-padded. With `packed`,
+    Returns, for each feature f: f [len(rows), length] int32, padded with `pad_id`. With `packed`,
     also f_segment_ids (1, 2, ... per example in the row, 0 on padding) and f_positions
     (0, 1, ... within each example, 0 on padding), both [len(rows), length] int32.
     """
     examples = iter(read_examples(source, [i for row in rows for i in row]))
     shape = (len(rows), length)
-    out = {f: np.full(shape, PAD_ID, dtype=np.int32) for f in features}
+    out = {f: np.full(shape, pad_id, dtype=np.int32) for f in features}
     if packed:
         for f in features:
             out[f"{f}_segment_ids"] = np.zeros(shape, dtype=np.int32)

@@ -104,4 +104,3 @@ def get_task(config) -> Task:
     if name not in _REGISTRY:
         raise ValueError(f"task.name={name!r} is not a known task; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name](config)
-

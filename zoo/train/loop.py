@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from zoo.pretrained import modeldir
 from zoo.train import checkpoint as zckpt
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
@@ -83,6 +84,27 @@ def evaluate(task, config, setup: zstep.Setup, params, multiple: int) -> dict[st
     return {f"eval_{k}": v / weight for k, v in totals.items()}
 
 
+def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
+    """Random init, or config.train.init_from's parameters with a fresh optimizer.
+
+    init_from is a `zoo convert` model directory or another run's workdir (e.g. CSR stage 2
+    starts from stage 1 with the optimizer, schedule and step counter reset).
+    """
+    source = config.train.get("init_from", "")
+    if not source:
+        return setup.init(jax.random.PRNGKey(config.seed))
+    params = modeldir.load_params(source)
+    modeldir.check_compatible(params, setup.abstract_state.params, source)
+    # Every process holds the full arrays; each device takes its shard.
+    placed = jax.tree.map(
+        lambda x, a: jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i]),
+        params,
+        setup.abstract_state.params,
+    )
+    log.info("initialised parameters from %s", source)
+    return setup.init_from_params(placed)
+
+
 def train(config, workdir: str, task) -> dict[str, Any]:
     """Trains `task` as `config` says, in `workdir`; resumes from its latest checkpoint.
 
@@ -127,7 +149,7 @@ def train(config, workdir: str, task) -> dict[str, Any]:
         log.info("resumed from %s/checkpoints/%d", workdir, start)
     else:
         start = 0
-        state = setup.init(jax.random.PRNGKey(config.seed))
+        state = _initial_state(config, setup)
     dropout_rng = jax.random.PRNGKey(config.seed + 1)
     peak, peak_source = zmetrics.device_peak_flops(dtype=config.model.get("dtype", "float32"))
     num_devices = jax.device_count()

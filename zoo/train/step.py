@@ -39,6 +39,7 @@ class Setup:
     state_sharding: TrainState
     batch_sharding: dict
     init: Callable[[jax.Array], TrainState]
+    init_from_params: Callable[[Any], TrainState]  # given params (e.g. pretrained), fresh optimizer
     train_step: Callable  # (state, batch, rng) -> (state, metrics)
     eval_step: Callable  # (params, batch) -> summed metrics
     schedule: optax.Schedule
@@ -71,6 +72,14 @@ def build(
             return nn.unbox(boxed_state(rng))
 
     init_jit = jax.jit(init, out_shardings=state_sharding)
+
+    def from_params(params):
+        params = jax.tree.map(lambda x, a: x.astype(a.dtype), params, abstract.params)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    from_params_jit = jax.jit(
+        from_params, in_shardings=(state_sharding.params,), out_shardings=state_sharding
+    )
 
     batch_sharding = zmesh.batch_sharding(mesh, task.batch_axes(), rules)
     accum = int(config.optim.grad_accum_steps)
@@ -144,6 +153,7 @@ def build(
         state_sharding=state_sharding,
         batch_sharding=batch_sharding,
         init=init_jit,
+        init_from_params=from_params_jit,
         train_step=train_jit,
         eval_step=eval_jit,
         schedule=schedule,

@@ -1,0 +1,90 @@
+"""A zoo model directory: what `zoo convert` writes and `train.init_from` / `zoo translate` read.
+
+Layout of DIR:
+  model.json    {"family": "mbart", "config": {...model config...}, "tokenizer": {...}}
+  params/       orbax checkpoint of the parameter tree (float32)
+  <tokenizer files named in model.json, e.g. sentencepiece.bpe.model>
+
+A training workdir (WORKDIR/checkpoints/<step>/state) can stand in wherever
+only parameters are needed: its latest checkpoint's params are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+
+def save(
+    out_dir: str,
+    *,
+    family: str,
+    config: dict,
+    params: Any,
+    tokenizer: dict | None = None,
+    files: dict[str, str] | None = None,
+) -> None:
+    """Writes DIR; `files` maps a name in DIR to a source path to copy (tokenizer files)."""
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(os.path.join(out_dir, "model.json")):
+        raise FileExistsError(f"{out_dir} already holds a model; choose another output directory")
+    os.makedirs(out_dir, exist_ok=True)
+    for name, src in (files or {}).items():
+        shutil.copyfile(src, os.path.join(out_dir, name))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(out_dir, "params"), jax.tree.map(np.asarray, params))
+    meta = {"family": family, "config": config, "tokenizer": tokenizer or {}}
+    with open(os.path.join(out_dir, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+
+
+def read_meta(path: str) -> dict:
+    with open(os.path.join(path, "model.json")) as f:
+        return json.load(f)
+
+
+def _latest_state(workdir: str) -> str:
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    steps = (
+        sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+        if os.path.isdir(ckpt_dir)
+        else []
+    )
+    if not steps:
+        raise FileNotFoundError(
+            f"{workdir} is neither a zoo model directory (no model.json) nor a training "
+            "workdir with a finished checkpoint (no checkpoints/<step>/); pass the output of "
+            "`zoo convert` or a workdir of `zoo train`"
+        )
+    return os.path.join(ckpt_dir, str(steps[-1]), "state")
+
+
+def load_params(path: str) -> Any:
+    """Parameter tree (NumPy) of a model directory or of a training workdir's latest checkpoint."""
+    path = os.path.abspath(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        if os.path.exists(os.path.join(path, "model.json")):
+            return ckptr.restore(os.path.join(path, "params"))
+        return ckptr.restore(_latest_state(path))["params"]
+
+
+def check_compatible(params: Any, abstract_params: Any, source: str) -> None:
+    """Clear error if `params` (from `source`) does not fit the model being trained."""
+    have = traverse_util.flatten_dict(params, sep="/")
+    want = traverse_util.flatten_dict(abstract_params, sep="/")
+    for key in sorted(set(have) | set(want)):
+        a, b = have.get(key), want.get(key)
+        if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+            shape = lambda x: "absent" if x is None else list(x.shape)  # noqa: E731
+            raise ValueError(
+                f"parameters from {source} do not fit this model: {key} is {shape(a)} there "
+                f"but {shape(b)} here; make the recipe's model config match the checkpoint "
+                "(or drop train.init_from)"
+            )
