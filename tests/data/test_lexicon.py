@@ -108,6 +108,9 @@ def test_induce_from_parallel_recovers_a_planted_dictionary_in_seconds():
     # Specials (</s>) and ids >= vocab_limit (language codes) never enter the lexicon.
     assert all(4 <= s < 9000 for s in lex)
     assert lex.candidates.max() < 9000 and lex.candidates[lex.candidates >= 0].min() >= 4
+    # Weak extra candidates are cut (min_relative=0.5 of the best score).
+    valid = lex.candidates >= 0
+    assert np.all(lex.scores[valid] >= 0.5 * np.repeat(lex.scores[:, :1], lex.k, 1)[valid])
     assert elapsed < 15.0, f"induction took {elapsed:.1f}s for 50k pairs"
 
 

@@ -201,3 +201,14 @@ def test_model_with_other_control_ids_is_rejected(tmp_path):
         MBartTokenizer(tmp_path / "bad.model")
     with pytest.raises(FileNotFoundError, match="missing.model"):
         MBartTokenizer(tmp_path / "missing.model")
+
+
+def test_pieces_give_a_word_start_table_of_vocab_size():
+    from zoo.data.noising import word_start_table
+
+    tok = MBartTokenizer(FIXTURES / "spm300.model")
+    table = word_start_table(tok.pieces())
+    assert table.shape == (tok.vocab_size,)
+    assert table[:4].all() and not table[tok.lang_id("en_XX")] and not table[tok.mask_id]
+    ids = tok.encode("hello world", "en_XX")
+    assert table[ids[0]]  # a sentence starts with a word

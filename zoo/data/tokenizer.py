@@ -122,6 +122,11 @@ class MBartTokenizer:
             f"{len(self.languages)} languages, vocab_size={self.vocab_size})"
         )
 
+    def pieces(self) -> list[str]:
+        """The piece string of every id, in id order (specials, spm pieces, codes, <mask>)."""
+        spm_pieces = [self._sp.id_to_piece(i) for i in range(3, self._num_pieces)]
+        return ["<s>", "<pad>", "</s>", "<unk>", *spm_pieces, *self.languages, "<mask>"]
+
     def lang_id(self, code: str) -> int:
         """Id of a language code such as "en_XX"."""
         try:
