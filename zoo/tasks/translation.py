@@ -1,0 +1,173 @@
+"""mBART seq2seq tasks for the loop: translation and code-switching restore (CSR).
+
+Both train `zoo.models.mbart` with label-smoothed cross-entropy on
+`inputs` / `targets` [batch, length] int32 batches padded with mBART's pad id 1.
+Sequences follow the tokenizer's style (cc25: `X </s> [lang]`); the decoder
+input is transformers' shift_tokens_right of the target (`[lang] Y </s>`).
+
+- translation: inputs = source sentence, targets = its translation.
+- csr (Zan et al. 2022, stage 1): inputs = a sentence whose words were partly
+  replaced by dictionary translations, targets = the original sentence, in the
+  same language; even examples use the source side, odd ones the target side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from zoo.data.tokenizer import shift_tokens_right
+from zoo.tasks import base
+from zoo.tasks.losses import label_smoothed_cross_entropy
+
+
+class MBartTextTask(base.Task):
+    """Shared by translation and CSR: model, loss, batch layout, tokenised sources."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        from zoo.models import mbart
+
+        self.mbart = mbart
+        fields = config.model.to_dict()
+        tok = self.tokenizer()
+        if fields.get("vocab_size", 0) == 0:  # 0 = the tokenizer's vocabulary
+            fields["vocab_size"] = tok.vocab_size
+        elif fields["vocab_size"] != tok.vocab_size:
+            raise ValueError(
+                f"model.vocab_size={fields['vocab_size']} but the tokenizer "
+                f"{config.task.spm_model} has {tok.vocab_size} ids; set model.vocab_size=0 to "
+                "take the tokenizer's"
+            )
+        self.model_config = mbart.MBartConfig.from_dict(fields)
+        self.model = mbart.MBart(self.model_config)
+        self.pad_id = self.model_config.pad_token_id
+        self._sources: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    # --- model -----------------------------------------------------------------
+    def _logits(self, params, batch, rng, train: bool):
+        inputs, targets = batch["inputs"], batch["targets"]
+        return self.model.apply(
+            {"params": params},
+            inputs,
+            inputs != self.pad_id,
+            shift_tokens_right(targets, self.pad_id),
+            decoder_attention_mask=targets != self.pad_id,
+            deterministic=not train,
+            rngs={"dropout": rng} if train else {},
+        )
+
+    def init_variables(self, rng, batch):
+        inputs, targets = batch["inputs"], batch["targets"]
+        return self.model.init(
+            {"params": rng}, inputs, inputs != self.pad_id, shift_tokens_right(targets, self.pad_id)
+        )
+
+    def loss(self, params, batch, rng, *, train):
+        logits = self._logits(params, batch, rng, train)
+        targets = batch["targets"]
+        weights = targets != self.pad_id
+        loss, nll = label_smoothed_cross_entropy(
+            logits, targets, weights, self.config.task.label_smoothing
+        )
+        correct = ((logits.argmax(-1) == targets) & weights).sum()
+        return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
+
+    def batch_axes(self):
+        return {"inputs": ("batch", "length"), "targets": ("batch", "length")}
+
+    def example_batch(self, batch_size):
+        d = self.config.data
+        length = max(d.bucket_boundaries) if d.mode == "bucket" else d.max_length
+        return {k: np.full((batch_size, length), self.pad_id, np.int32) for k in self.batch_axes()}
+
+    def flops_per_batch(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+        from zoo.models import transformer
+
+        b, s = batch_shapes["inputs"]
+        t = batch_shapes["targets"][1]
+        return transformer.count_flops(self.model_config, b, s, t)
+
+    def tokens_in_batch(self, batch) -> int:
+        return int(
+            sum(np.count_nonzero(np.asarray(batch[k]) != self.pad_id) for k in self.batch_axes())
+        )
+
+    # --- data --------------------------------------------------------------------
+    def tokenizer(self):
+        from zoo.data import tokenizer as ztok
+
+        t = self.config.task
+        languages = ztok.CC25_LANGUAGES if t.tokenizer_style == "cc25" else ztok.MBART50_LANGUAGES
+        return ztok.MBartTokenizer(
+            os.path.expanduser(t.spm_model), languages=languages, style=t.tokenizer_style
+        )
+
+    def text_pairs(self, split: str) -> list[tuple[str, str]]:
+        """(source, target) sentences of a split, from the configured parallel corpus."""
+        from zoo.data import gettext
+
+        t = self.config.task
+        builder = gettext.gettext_builder(
+            os.path.expanduser(t.data_dir),
+            src_lang=t.src_text_lang,
+            tgt_lang=t.tgt_text_lang,
+            locale_dir=t.locale_dir,
+        )
+        ds = builder.as_data_source()[split]
+        return [(_text(ex[t.src_text_lang]), _text(ex[t.tgt_text_lang])) for ex in ds]
+
+    def prepare_data(self) -> None:
+        self.text_pairs("train")
+
+    def examples(self, split: str, train: bool) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
+        from zoo import data as zdata
+
+        d = self.config.data
+        batching = zdata.BatchingConfig(
+            mode=d.mode,
+            global_batch_size=d.global_batch_size,
+            max_length=d.max_length,
+            tokens_per_batch=d.tokens_per_batch,
+            bucket_boundaries=tuple(d.bucket_boundaries),
+            batch_multiple=batch_multiple,
+            pad_id=self.pad_id,
+        )
+        return zdata.make_dataset(
+            self.examples(split, train),
+            ["inputs", "targets"],
+            batching,
+            seed=seed,
+            shuffle=train,
+            num_epochs=None if train else 1,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+@base.register
+class TranslationTask(MBartTextTask):
+    name = "translation"
+
+    def examples(self, split, train):
+        if split not in self._sources:
+            t = self.config.task
+            tok = self.tokenizer()
+            self._sources[split] = [
+                {
+                    "inputs": np.asarray(tok.encode(src, t.src_lang), np.int32),
+                    "targets": np.asarray(tok.encode(tgt, t.tgt_lang, target=True), np.int32),
+                }
+                for src, tgt in self.text_pairs(split)
+            ]
+        return self._sources[split]
