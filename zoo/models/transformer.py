@@ -1,7 +1,8 @@
 """Pre-LN encoder-decoder Transformer, the base the mBART family grows from.
 
 Public face: `TransformerConfig`, `EncoderDecoder` (`encode`, `decode`,
-`__call__`), `count_flops`. Usable with nothing but `model.apply`.
+`__call__`, and for incremental decoding `init_decode_cache` / `decode_step`),
+`count_flops`. Usable with nothing but `model.apply`.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from zoo.nn import layers
 class TransformerConfig:
     vocab_size: int = 64
     d_model: int = 64  # model width
-    num_heads: int = 4
-    mlp_dim: int = 256  # FFN hidden width
+    num_heads: int = 4  # encoder heads; the decoder's too unless decoder_num_heads is set
+    mlp_dim: int = 256  # encoder FFN hidden width; the decoder's too unless decoder_mlp_dim is set
     encoder_layers: int = 2
     decoder_layers: int = 2
     max_length: int = 256  # rows of the learned position table
     position_offset: int = 0  # mBART: 2 (fairseq's padding_idx + 1)
     positions: str = "learned"  # "learned" | "sinusoidal"
     activation: str = "gelu"  # "gelu" (exact erf) | "relu" | "gelu_tanh"
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
+    decoder_num_heads: int | None = None  # None: num_heads (HF decoder_attention_heads)
+    decoder_mlp_dim: int | None = None  # None: mlp_dim (HF decoder_ffn_dim)
+    dropout: float = 0.0  # after embeddings, attention out-projections and fc2
+    attention_dropout: float = 0.0  # on attention probabilities
+    activation_dropout: float = 0.0  # after the FFN activation
     layernorm_embedding: bool = True  # LN right after token+position embedding
     scale_embedding: bool = True  # multiply token embeddings by sqrt(d_model)
     final_logits_bias: bool = True  # output bias [vocab] on the tied projection
@@ -41,12 +45,21 @@ class TransformerConfig:
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
 
+    @property
+    def dec_heads(self) -> int:
+        return self.decoder_num_heads or self.num_heads
+
+    @property
+    def dec_mlp_dim(self) -> int:
+        return self.decoder_mlp_dim or self.mlp_dim
+
     def validate(self) -> None:
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} is not divisible by model.num_heads="
-                f"{self.num_heads}; pick a head count that divides the width"
-            )
+        for field, heads in (("num_heads", self.num_heads), ("decoder_num_heads", self.dec_heads)):
+            if self.d_model % heads:
+                raise ValueError(
+                    f"model.d_model={self.d_model} is not divisible by model.{field}="
+                    f"{heads}; pick a head count that divides the width"
+                )
         if self.positions not in ("learned", "sinusoidal"):
             raise ValueError(f"model.positions={self.positions!r}; use 'learned' or 'sinusoidal'")
 
@@ -64,71 +77,120 @@ def _remat(cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return nn.remat(cls, policy=getattr(jax.checkpoint_policies, policy), static_argnums=(-1,))
 
 
-def _pre_ln_residual(c: TransformerConfig, x_BxLxD, norm_name: str, sublayer, deterministic):
+def _pre_ln_residual(x_BxLxD, norm: nn.Module, sublayer, dropout: nn.Module, deterministic):
     """x + Dropout(sublayer(LayerNorm(x))): one pre-LN sublayer, as BART/mBART."""
-    h = layers.LayerNorm(c.layer_norm_eps, jnp.dtype(c.dtype), name=norm_name)(x_BxLxD)
-    return x_BxLxD + nn.Dropout(c.dropout)(sublayer(h), deterministic=deterministic)
+    return x_BxLxD + dropout(sublayer(norm(x_BxLxD)), deterministic=deterministic)
 
 
-def _attention(c: TransformerConfig, name: str) -> layers.MultiHeadAttention:
+def _attention(c: TransformerConfig, heads: int) -> layers.MultiHeadAttention:
     return layers.MultiHeadAttention(
-        c.num_heads, c.head_dim, c.attention_dropout, jnp.dtype(c.dtype), name=name
+        heads, c.d_model // heads, c.attention_dropout, jnp.dtype(c.dtype)
     )
 
 
-def _ffn(c: TransformerConfig) -> layers.FeedForward:
-    return layers.FeedForward(c.mlp_dim, c.activation, 0.0, jnp.dtype(c.dtype), name="ffn")
+def _ffn(c: TransformerConfig, mlp_dim: int) -> layers.FeedForward:
+    return layers.FeedForward(mlp_dim, c.activation, c.activation_dropout, jnp.dtype(c.dtype))
+
+
+def _norm(c: TransformerConfig) -> layers.LayerNorm:
+    return layers.LayerNorm(c.layer_norm_eps, jnp.dtype(c.dtype))
 
 
 class EncoderLayer(nn.Module):
     config: TransformerConfig
 
-    @nn.compact
-    def __call__(self, x_BxLxD, mask, deterministic: bool):
+    def setup(self):
         c = self.config
-        attn, ffn = _attention(c, "self_attn"), _ffn(c)
+        self.self_attn_layer_norm, self.self_attn = _norm(c), _attention(c, c.num_heads)
+        self.final_layer_norm, self.ffn = _norm(c), _ffn(c, c.mlp_dim)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def __call__(self, x_BxLxD, mask, deterministic: bool):
         x_BxLxD = _pre_ln_residual(
-            c,
             x_BxLxD,
-            "self_attn_layer_norm",
-            lambda h: attn(h, h, mask, deterministic),
+            self.self_attn_layer_norm,
+            lambda h: self.self_attn(h, h, mask, deterministic),
+            self.dropout,
             deterministic,
         )
         x_BxLxD = _pre_ln_residual(
-            c, x_BxLxD, "final_layer_norm", lambda h: ffn(h, deterministic), deterministic
+            x_BxLxD,
+            self.final_layer_norm,
+            lambda h: self.ffn(h, deterministic),
+            self.dropout,
+            deterministic,
         )
         return layers.constrain(x_BxLxD, ("batch", "length", "embed"))
 
 
 class DecoderLayer(nn.Module):
+    """Self-attention, cross-attention, FFN; `__call__` teacher-forces, `step` uses a KV cache."""
+
     config: TransformerConfig
 
-    @nn.compact
-    def __call__(self, y_BxTxD, enc_BxSxD, self_mask, cross_mask, deterministic: bool):
+    def setup(self):
         c = self.config
-        self_attn, cross_attn, ffn = (
-            _attention(c, "self_attn"),
-            _attention(c, "encoder_attn"),
-            _ffn(c),
+        self.self_attn_layer_norm, self.self_attn = _norm(c), _attention(c, c.dec_heads)
+        self.encoder_attn_layer_norm, self.encoder_attn = _norm(c), _attention(c, c.dec_heads)
+        self.final_layer_norm, self.ffn = _norm(c), _ffn(c, c.dec_mlp_dim)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def _cross_and_ffn(self, y_BxTxD, cross, deterministic):
+        y_BxTxD = _pre_ln_residual(
+            y_BxTxD, self.encoder_attn_layer_norm, cross, self.dropout, deterministic
         )
         y_BxTxD = _pre_ln_residual(
-            c,
             y_BxTxD,
-            "self_attn_layer_norm",
-            lambda h: self_attn(h, h, self_mask, deterministic),
+            self.final_layer_norm,
+            lambda h: self.ffn(h, deterministic),
+            self.dropout,
             deterministic,
-        )
-        y_BxTxD = _pre_ln_residual(
-            c,
-            y_BxTxD,
-            "encoder_attn_layer_norm",
-            lambda h: cross_attn(h, enc_BxSxD, cross_mask, deterministic),
-            deterministic,
-        )
-        y_BxTxD = _pre_ln_residual(
-            c, y_BxTxD, "final_layer_norm", lambda h: ffn(h, deterministic), deterministic
         )
         return layers.constrain(y_BxTxD, ("batch", "length", "embed"))
+
+    def __call__(self, y_BxTxD, enc_BxSxD, self_mask, cross_mask, deterministic: bool):
+        y_BxTxD = _pre_ln_residual(
+            y_BxTxD,
+            self.self_attn_layer_norm,
+            lambda h: self.self_attn(h, h, self_mask, deterministic),
+            self.dropout,
+            deterministic,
+        )
+        return self._cross_and_ffn(
+            y_BxTxD,
+            lambda h: self.encoder_attn(h, enc_BxSxD, cross_mask, deterministic),
+            deterministic,
+        )
+
+    def cross_kv(self, enc_BxSxD) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention keys/values of the encoder states, each [B, S, heads, head_dim]."""
+        return self.encoder_attn.project_kv(enc_BxSxD)
+
+    def step(self, y_Bx1xD, layer_cache: dict, index_B, cross_mask_Bx1x1xS):
+        """One token per row at position index_B; returns (y [B, 1, D], updated layer_cache).
+
+        layer_cache: self_k/self_v [B, max_len, heads, head_dim] (written at index_B),
+        cross_k/cross_v [B, S, heads, head_dim] (from `cross_kv`, read only).
+        """
+        h_Bx1xD = self.self_attn_layer_norm(y_Bx1xD)
+        k_Bx1xHxK, v_Bx1xHxK = self.self_attn.project_kv(h_Bx1xD)
+        max_len = layer_cache["self_k"].shape[1]
+        slots_BxL = jnp.arange(max_len)[None, :]
+        # A one-hot select writes each row at its own index (rows may be at different steps).
+        write_BxLx1x1 = (slots_BxL == index_B[:, None])[:, :, None, None]
+        self_k = jnp.where(write_BxLx1x1, k_Bx1xHxK, layer_cache["self_k"])
+        self_v = jnp.where(write_BxLx1x1, v_Bx1xHxK, layer_cache["self_v"])
+        # Causal: slots up to and including this step; later slots hold zeros or stale values.
+        self_mask_Bx1x1xL = (slots_BxL <= index_B[:, None])[:, None, None, :]
+        y_Bx1xD = y_Bx1xD + self.self_attn.attend(h_Bx1xD, self_k, self_v, self_mask_Bx1x1xL)
+        y_Bx1xD = self._cross_and_ffn(
+            y_Bx1xD,
+            lambda h: self.encoder_attn.attend(
+                h, layer_cache["cross_k"], layer_cache["cross_v"], cross_mask_Bx1x1xS
+            ),
+            True,
+        )
+        return y_Bx1xD, {**layer_cache, "self_k": self_k, "self_v": self_v}
 
 
 class EncoderDecoder(nn.Module):
@@ -263,11 +325,66 @@ class EncoderDecoder(nn.Module):
         )
         for layer in self.dec_layers:
             y = layer(y, encoded_BxSxD, self_mask, cross_mask, deterministic)
-        y = self.dec_ln(y)
-        logits = self.shared.attend(y).astype(jnp.float32)
+        logits = self._logits(self.dec_ln(y))
+        return layers.constrain(logits, ("batch", "length", "vocab"))
+
+    def init_decode_cache(self, encoded_BxSxD, attention_mask, max_length: int) -> dict:
+        """Cache for `decode_step`; every leaf has leading dim B so beams can gather rows.
+
+        Holds per decoder layer the self-attention K/V buffers [B, max_length, H, K]
+        (zeros) and the cross-attention K/V of the encoder states [B, S, H, K], plus
+        `encoder_mask` [B, S] bool and `index` [B] int32 (the next position per row).
+        """
+        c = self.config
+        if c.positions == "learned" and max_length > c.max_length:
+            raise ValueError(
+                f"decode max_length={max_length} exceeds the position table "
+                f"(model.max_length={c.max_length} positions); decode at most "
+                f"{c.max_length} tokens"
+            )
+        batch = encoded_BxSxD.shape[0]
+        zeros = jnp.zeros(
+            (batch, max_length, c.dec_heads, c.d_model // c.dec_heads), jnp.dtype(c.dtype)
+        )
+        layer_caches = []
+        for layer in self.dec_layers:
+            cross_k, cross_v = layer.cross_kv(encoded_BxSxD)
+            layer_caches.append(
+                {"self_k": zeros, "self_v": zeros, "cross_k": cross_k, "cross_v": cross_v}
+            )
+        return {
+            "index": jnp.zeros((batch,), jnp.int32),
+            "encoder_mask": attention_mask.astype(bool),
+            "layers": tuple(layer_caches),
+        }
+
+    def decode_step(self, cache: dict, token_ids_B) -> tuple[jax.Array, dict]:
+        """Feeds token_ids_B [B] at each row's cache index -> (logits [B, vocab] f32, cache).
+
+        Equals `decode` teacher-forced on the same prefix (deterministic; no dropout).
+        """
+        index_B = cache["index"]
+        y_Bx1xD = self._embed(
+            token_ids_B[:, None],
+            index_B[:, None],
+            getattr(self, "dec_positions", None),
+            getattr(self, "dec_ln_emb", None),
+            True,
+        )
+        cross_mask_Bx1x1xS = cache["encoder_mask"][:, None, None, :]
+        new_layers = []
+        for layer, layer_cache in zip(self.dec_layers, cache["layers"]):
+            y_Bx1xD, layer_cache = layer.step(y_Bx1xD, layer_cache, index_B, cross_mask_Bx1x1xS)
+            new_layers.append(layer_cache)
+        logits_BxV = self._logits(self.dec_ln(y_Bx1xD))[:, 0]
+        new_cache = {**cache, "index": index_B + 1, "layers": tuple(new_layers)}
+        return logits_BxV, new_cache
+
+    def _logits(self, y_BxTxD) -> jax.Array:
+        logits = self.shared.attend(y_BxTxD).astype(jnp.float32)
         if self.config.final_logits_bias:
             logits = logits + self.logits_bias
-        return layers.constrain(logits, ("batch", "length", "vocab"))
+        return logits
 
     def __call__(
         self,
@@ -308,10 +425,11 @@ def count_flops(config: TransformerConfig, batch: int, src_len: int, tgt_len: in
     values included, as MaxText's MFU does; no remat recomputation.
     """
     d, f, v = config.d_model, config.mlp_dim, config.vocab_size
+    f_dec = config.dec_mlp_dim
     enc_tok, dec_tok = batch * src_len, batch * tgt_len
     per_enc_layer = enc_tok * (4 * d * d + 2 * d * f) + 2 * batch * src_len * src_len * d
     per_dec_layer = (
-        dec_tok * (4 * d * d + 2 * d * f)
+        dec_tok * (4 * d * d + 2 * d * f_dec)
         + 2 * batch * tgt_len * tgt_len * d
         + dec_tok * 2 * d * d
         + enc_tok * 2 * d * d

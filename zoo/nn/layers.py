@@ -161,12 +161,40 @@ def attention_mask(
     return mask[:, None]
 
 
+class _HeadsToEmbed(nn.Module):
+    """Output projection [B, Q, H, K] -> [B, Q, D]; D comes from the caller at call time.
+
+    Parameter layout equals `nn.DenseGeneral(D, axis=(-2, -1))`: kernel [H, K, D], bias [D].
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxQxHxK: jax.Array, features: int) -> jax.Array:
+        heads, head_dim = x_BxQxHxK.shape[-2:]
+        kernel = self.param(
+            "kernel",
+            logical(default_kernel_init, ("heads", "kv", "embed")),
+            (heads, head_dim, features),
+            jnp.float32,
+        )
+        bias = self.param(
+            "bias", logical(nn.initializers.zeros_init(), ("embed",)), (features,), jnp.float32
+        )
+        y = jnp.einsum("bqhk,hkd->bqd", x_BxQxHxK.astype(self.dtype), kernel.astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with biases on q/k/v/out (as BART/mBART).
 
     q is scaled by head_dim**-0.5 after its projection. Masked logits get the
     dtype's most negative finite value, not -inf, so a fully masked row (a pad
     query) gives uniform weights rather than NaN.
+
+    Besides `__call__`, `project_kv` and `attend` expose the two halves so that
+    incremental decoding can keep keys/values in a cache (self-attention) or
+    compute them once per source (cross-attention).
     """
 
     num_heads: int
@@ -174,7 +202,44 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        def proj():
+            return nn.DenseGeneral(
+                (self.num_heads, self.head_dim),
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=logical(default_kernel_init, ("embed", "heads", "kv")),
+                bias_init=logical(nn.initializers.zeros_init(), ("heads", "kv")),
+            )
+
+        self.query, self.key, self.value = proj(), proj(), proj()
+        self.out = _HeadsToEmbed(self.dtype)
+        self.probs_dropout = nn.Dropout(self.dropout_rate)
+
+    def project_kv(self, kv_BxKxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys and values, each [B, K, heads, head_dim] in the compute dtype."""
+        return self.key(kv_BxKxD), self.value(kv_BxKxD)
+
+    def attend(
+        self,
+        x_BxQxD: jax.Array,
+        k_BxKxHxK: jax.Array,
+        v_BxKxHxK: jax.Array,
+        mask_Bx1xQxK: jax.Array | None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Queries from x attend over given keys/values: [B, Q, D]."""
+        q_BxQxHxK = self.query(x_BxQxD) * (self.head_dim**-0.5)
+        q_BxQxHxK = constrain(q_BxQxHxK, ("batch", "length", "heads", "kv"))
+        logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxK, k_BxKxHxK).astype(jnp.float32)
+        if mask_Bx1xQxK is not None:
+            logits_BxHxQxK = jnp.where(mask_Bx1xQxK, logits_BxHxQxK, jnp.finfo(jnp.float32).min)
+        probs_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
+        if self.dropout_rate > 0.0 and not deterministic:
+            probs_BxHxQxK = self.probs_dropout(probs_BxHxQxK, deterministic=False)
+        out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
+        return self.out(out_BxQxHxK, x_BxQxD.shape[-1])
+
     def __call__(
         self,
         x_BxQxD: jax.Array,
@@ -182,36 +247,8 @@ class MultiHeadAttention(nn.Module):
         mask_Bx1xQxK: jax.Array | None,
         deterministic: bool = True,
     ) -> jax.Array:
-        d_model = x_BxQxD.shape[-1]
-        proj = lambda name: nn.DenseGeneral(  # noqa: E731
-            (self.num_heads, self.head_dim),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name=name,
-            kernel_init=logical(default_kernel_init, ("embed", "heads", "kv")),
-            bias_init=logical(nn.initializers.zeros_init(), ("heads", "kv")),
-        )
-        q_BxQxHxK = proj("query")(x_BxQxD) * (self.head_dim**-0.5)
-        k_BxKxHxK = proj("key")(kv_BxKxD)
-        v_BxKxHxK = proj("value")(kv_BxKxD)
-        q_BxQxHxK = constrain(q_BxQxHxK, ("batch", "length", "heads", "kv"))
-
-        logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxK, k_BxKxHxK).astype(jnp.float32)
-        if mask_Bx1xQxK is not None:
-            logits_BxHxQxK = jnp.where(mask_Bx1xQxK, logits_BxHxQxK, jnp.finfo(jnp.float32).min)
-        probs_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
-        if self.dropout_rate > 0.0 and not deterministic:
-            probs_BxHxQxK = nn.Dropout(self.dropout_rate)(probs_BxHxQxK, deterministic=False)
-        out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
-        return nn.DenseGeneral(
-            d_model,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="out",
-            kernel_init=logical(default_kernel_init, ("heads", "kv", "embed")),
-            bias_init=logical(nn.initializers.zeros_init(), ("embed",)),
-        )(out_BxQxHxK)
+        k_BxKxHxK, v_BxKxHxK = self.project_kv(kv_BxKxD)
+        return self.attend(x_BxQxD, k_BxKxHxK, v_BxKxHxK, mask_Bx1xQxK, deterministic)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -96,6 +96,86 @@ class MBartTextTask(base.Task):
             sum(np.count_nonzero(np.asarray(batch[k]) != self.pad_id) for k in self.batch_axes())
         )
 
+    # --- generation ----------------------------------------------------------------
+    def translate(
+        self,
+        params,
+        sentences: list[str],
+        *,
+        beam_size: int = 5,
+        length_penalty: float = 1.0,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+        num_groups: int = 1,
+        diversity_strength: float = 0.0,
+        batch_size: int = 32,
+        on_batch=None,
+    ) -> list[str]:
+        """Beam (num_groups > 1: diverse beam) translations of `sentences`, in order.
+
+        Sentences are sorted by length and padded to multiples of 16 tokens so that only a
+        few shapes get compiled; max output length per sentence = max_len_a * src_len +
+        max_len_b (fairseq's a/b, capped by the position table). `on_batch(n)` is called
+        after each batch (progress bars).
+        """
+        import jax
+
+        from zoo.decode import search
+
+        t = self.config.task
+        tok = self.tokenizer()
+        limit = self.model_config.max_length
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        out: list[str] = [""] * len(sentences)
+        start_id = tok.decoder_start_id(t.tgt_lang)
+        forced_bos = tok.forced_bos_id(t.tgt_lang)
+        model, mbart = self.model, self.mbart
+
+        def generate(params, ids_BxS, mask_BxS, max_steps: int):
+            encoded = mbart.encode(model, params, ids_BxS, mask_BxS)
+            cache = mbart.init_cache(model, params, encoded, mask_BxS, max_steps)
+            max_len_B = search.max_length_for(mask_BxS.sum(1), max_len_a, max_len_b, max_steps)
+            start_B = jax.numpy.full((ids_BxS.shape[0],), start_id, jax.numpy.int32)
+            seqs, _ = search.diverse_beam_search(
+                lambda tokens, c: mbart.decode_step(model, params, c, tokens),
+                cache,
+                start_ids_B=start_B,
+                beam_size=beam_size,
+                num_groups=num_groups,
+                diversity_strength=diversity_strength,
+                max_len=max_len_B,
+                eos_id=tok.eos_id,
+                pad_id=tok.pad_id,
+                length_penalty=length_penalty,
+                forced_bos_id=forced_bos,
+                max_steps=max_steps,
+            )
+            return seqs[:, 0]
+
+        generate_jit = jax.jit(generate, static_argnums=(3,))
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo : lo + batch_size]
+            ids, mask = tok.encode_batch(
+                [sentences[i] for i in chunk], t.src_lang, max_length=limit, truncate=True
+            )
+            length = min(_round_up(ids.shape[1], 16), limit)
+            rows = _round_up(len(chunk), 8)
+            ids_p = np.full((rows, length), tok.pad_id, np.int32)
+            mask_p = np.zeros((rows, length), bool)
+            ids_p[: ids.shape[0], : ids.shape[1]] = ids
+            mask_p[: mask.shape[0], : mask.shape[1]] = mask
+            mask_p[len(chunk) :, 0] = True  # filler rows: one token, discarded below
+            max_steps = min(int(max_len_a * length + max_len_b), limit)
+            tokens = np.asarray(generate_jit(params, ids_p, mask_p, max_steps))
+            for row, i in enumerate(chunk):
+                seq = tokens[row].tolist()
+                if tok.eos_id in seq:
+                    seq = seq[: seq.index(tok.eos_id)]
+                out[i] = tok.decode(seq)
+            if on_batch is not None:
+                on_batch(len(chunk))
+        return out
+
     # --- data --------------------------------------------------------------------
     def tokenizer(self):
         from zoo.data import tokenizer as ztok
@@ -149,6 +229,10 @@ class MBartTextTask(base.Task):
             process_index=process_index,
             process_count=process_count,
         )
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _text(value: Any) -> str:
