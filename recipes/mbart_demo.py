@@ -46,7 +46,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.lexicon_reverse = ""  # csr: tgt->src file (default: the same file)
     c.task.lexicon_k = 3  # csr: candidates per dictionary entry
     c.task.noise_ratio = 0.35  # csr/denoising: share of words switched / masked
-    c.task.noise_epochs = 10  # csr/denoising: distinct noisings before they repeat
+    c.task.noise_epochs = 3  # csr/denoising: distinct noisings before they repeat
 
     c.model = ml_collections.ConfigDict()  # fields of zoo.models.mbart.MBartConfig
     c.model.vocab_size = 0  # 0 = the tokenizer's vocabulary size

@@ -1,4 +1,4 @@
-"""`zoo train | compile` (more subcommands arrive with the model families)."""
+"""`zoo train | compile | convert | translate`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,32 @@ def cmd_compile(args, extra) -> int:
     return 0 if report["fits"] else 1
 
 
+def cmd_convert(args, extra) -> int:
+    from zoo import commands
+
+    if extra:
+        raise ValueError(f"unrecognised arguments {extra}")
+    from zoo.pretrained.mbart import HubUnavailableError
+
+    try:
+        out = commands.convert_mbart(
+            args.src, args.out, spm=args.spm, style=args.tokenizer_style, cache_dir=args.cache_dir
+        )
+    except HubUnavailableError as e:  # offline, or huggingface_hub not installed
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 2
+    print(f"zoo: wrote {out} (model.json, params/, tokenizer)")
+    return 0
+
+
+def cmd_translate(args, extra) -> int:
+    from zoo import commands
+
+    if extra:
+        raise ValueError(f"unrecognised arguments {extra}")
+    return commands.translate(args)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
@@ -104,12 +130,34 @@ def main(argv=None) -> int:
     p.add_argument("--topology", required=True, help="e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4")
     p.set_defaults(func=cmd_compile)
 
+    p = sub.add_parser("convert", help="import a pretrained checkpoint into a zoo model dir")
+    p.add_argument("family", choices=["mbart"])
+    p.add_argument("src", help="transformers dir, fairseq model.pt, or a Hub name (network)")
+    p.add_argument("out", help="output directory (must not hold a model already)")
+    p.add_argument("--spm", help="sentencepiece model (default: found beside SRC)")
+    p.add_argument("--tokenizer-style", choices=["cc25", "mbart50"])
+    p.add_argument("--cache-dir", default="checkpoints", help="where Hub downloads go")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("translate", help="translate lines from stdin or --input")
+    p.add_argument("--checkpoint", required=True, help="zoo model dir or `zoo train` workdir")
+    p.add_argument("--src-lang", required=True, help="e.g. en_XX")
+    p.add_argument("--tgt-lang", required=True, help="e.g. de_DE")
+    p.add_argument("--input", help="a file of sentences, one per line (default: stdin)")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--max-len-a", type=float, default=1.2, help="max length = a*src_len + b")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--diverse-groups", type=int, default=1, help="> 1: diverse beam search")
+    p.add_argument("--diversity", type=float, default=0.0, help="Hamming diversity strength")
+    p.set_defaults(func=cmd_translate)
+
     args, extra = parser.parse_known_args(argv)
     if args.command == "train" and not args.workdir and not args.print_config:
         parser.error("train needs --workdir DIR (rerunning with the same DIR resumes)")
     try:
         return args.func(args, extra)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("ZOO_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -102,3 +102,89 @@ def test_csr_stage_two_starts_from_stage_one(tmp_path, tfds_dir, locale_dir):
         == 0
     )
     assert runner.checkpoint_steps(stage2) == [3]
+
+
+def test_translate_command_reads_stdin_and_writes_one_line_each(
+    tmp_path, tfds_dir, locale_dir, monkeypatch, capsys
+):
+    import io
+
+    workdir = tmp_path / "mt"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                "recipes/mbart_demo.py:tiny",
+                "--workdir",
+                str(workdir),
+                f"--config.task.spm_model={SPM}",
+                f"--config.task.locale_dir={locale_dir}",
+                f"--config.task.data_dir={tfds_dir}",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("open the file\nsave the window\nnew\n"))
+    code = cli.main(
+        [
+            "translate",
+            "--checkpoint",
+            str(workdir),
+            "--src-lang",
+            "en_XX",
+            "--tgt-lang",
+            "de_DE",
+            "--beam",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+    code = cli.main(
+        ["translate", "--checkpoint", str(workdir), "--src-lang", "en_XX", "--tgt-lang", "xx_YY"]
+    )
+    assert code == 2
+    assert "xx_YY" in capsys.readouterr().err
+
+
+def test_convert_writes_a_model_dir_with_the_checkpoint_params(tmp_path):
+    import numpy as np
+    from flax import traverse_util
+
+    from zoo.pretrained import mbart as pmbart
+    from zoo.pretrained import modeldir
+
+    src = runner.REPO / "tests" / "fixtures" / "mbart" / "cc25"
+    out = tmp_path / "converted"
+    assert cli.main(["convert", "mbart", str(src), str(out), "--spm", str(SPM)]) == 0
+    meta = modeldir.read_meta(str(out))
+    assert meta["family"] == "mbart" and meta["tokenizer"]["style"] == "cc25"
+    assert (out / "sentencepiece.bpe.model").exists()
+    _, want = pmbart.load_mbart(src)
+    got = traverse_util.flatten_dict(modeldir.load_params(str(out)), sep="/")
+    want = traverse_util.flatten_dict(want, sep="/")
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # Converting into a directory that already holds a model is refused.
+    assert cli.main(["convert", "mbart", str(src), str(out)]) == 2
+
+
+def test_convert_from_the_hub_offline_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = cli.main(
+        [
+            "convert",
+            "mbart",
+            "facebook/mbart-large-cc25",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "network" in err and "facebook/mbart-large-cc25" in err
