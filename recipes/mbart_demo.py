@@ -39,6 +39,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.tgt_lang = "de_DE"
     c.task.src_text_lang = "en"  # gettext catalog languages (en = the msgid)
     c.task.tgt_text_lang = "de"
+    c.task.corpus = "gettext"  # "gettext" | "tfds:NAME" (needs the tfds-catalog extra)
     c.task.locale_dir = "/usr/share/locale"
     c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS gettext dataset is written
     c.task.label_smoothing = 0.1

@@ -170,3 +170,12 @@ def test_parameters_are_created_sharded_by_the_rules(tfds_dir):
     # Adam moments follow their parameters.
     mu = jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
     assert any(getattr(x, "mu", None) is not None for x in mu)
+
+
+def test_remat_with_dropout_trains(tfds_dir):
+    # Dropout needs `deterministic` static inside nn.remat; a traced flag fails to trace.
+    config = tiny_config(
+        tfds_dir, **{"model.remat": "full", "model.dropout": 0.1, "model.attention_dropout": 0.1}
+    )
+    _, metrics = _one_step(config)
+    assert np.isfinite(float(metrics["loss"]))

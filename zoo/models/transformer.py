@@ -8,6 +8,7 @@ Public face: `TransformerConfig`, `EncoderDecoder` (`encode`, `decode`,
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax
@@ -65,16 +66,19 @@ class TransformerConfig:
 
 
 def _remat(cls: type[nn.Module], policy: str) -> type[nn.Module]:
+    # `deterministic` (the last argument of __call__, self counted as 0) must stay static:
+    # flax's nn.remat does not resolve negative static_argnums, so give the index.
+    static = (len(inspect.signature(cls.__call__).parameters) - 1,)
     if policy == "none":
         return cls
     if policy == "full":
-        return nn.remat(cls, static_argnums=(-1,))
+        return nn.remat(cls, static_argnums=static)
     if not hasattr(jax.checkpoint_policies, policy):
         raise ValueError(
             f"model.remat={policy!r} is not 'none', 'full' or a "
             "jax.checkpoint_policies name (e.g. 'dots_saveable')"
         )
-    return nn.remat(cls, policy=getattr(jax.checkpoint_policies, policy), static_argnums=(-1,))
+    return nn.remat(cls, policy=getattr(jax.checkpoint_policies, policy), static_argnums=static)
 
 
 def _pre_ln_residual(x_BxLxD, norm: nn.Module, sublayer, dropout: nn.Module, deterministic):

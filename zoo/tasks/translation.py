@@ -33,10 +33,12 @@ class MBartTextTask(base.Task):
 
         self.mbart = mbart
         fields = config.model.to_dict()
-        tok = self.tokenizer()
         if fields.get("vocab_size", 0) == 0:  # 0 = the tokenizer's vocabulary
-            fields["vocab_size"] = tok.vocab_size
-        elif fields["vocab_size"] != tok.vocab_size:
+            fields["vocab_size"] = self.tokenizer().vocab_size
+        # Without the tokenizer file (e.g. `zoo compile` elsewhere) only the data would need it.
+        elif os.path.exists(os.path.expanduser(config.task.spm_model)) and (
+            fields["vocab_size"] != (tok := self.tokenizer()).vocab_size
+        ):
             raise ValueError(
                 f"model.vocab_size={fields['vocab_size']} but the tokenizer "
                 f"{config.task.spm_model} has {tok.vocab_size} ids; set model.vocab_size=0 to "
@@ -187,17 +189,29 @@ class MBartTextTask(base.Task):
         )
 
     def text_pairs(self, split: str) -> list[tuple[str, str]]:
-        """(source, target) sentences of a split, from the configured parallel corpus."""
-        from zoo.data import gettext
+        """(source, target) sentences of a split from task.corpus.
 
+        "gettext": the catalogs under task.locale_dir (zoo.data.gettext, no TensorFlow).
+        "tfds:NAME" (e.g. tfds:wmt16_translate/ro-en): a TFDS catalog dataset, whose builder
+        needs TensorFlow (`pip install -e '.[tfds-catalog]'`) and downloads once, with network,
+        into task.data_dir.
+        """
         t = self.config.task
-        builder = gettext.gettext_builder(
-            os.path.expanduser(t.data_dir),
-            src_lang=t.src_text_lang,
-            tgt_lang=t.tgt_text_lang,
-            locale_dir=t.locale_dir,
-        )
-        ds = builder.as_data_source()[split]
+        corpus = t.get("corpus", "gettext")
+        if corpus == "gettext":
+            from zoo.data import gettext
+
+            builder = gettext.gettext_builder(
+                os.path.expanduser(t.data_dir),
+                src_lang=t.src_text_lang,
+                tgt_lang=t.tgt_text_lang,
+                locale_dir=t.locale_dir,
+            )
+            ds = builder.as_data_source()[split]
+        elif corpus.startswith("tfds:"):
+            ds = _tfds_catalog_source(corpus[len("tfds:") :], split, t.data_dir)
+        else:
+            raise ValueError(f"task.corpus={corpus!r}; use 'gettext' or 'tfds:NAME'")
         return [(_text(ex[t.src_text_lang]), _text(ex[t.tgt_text_lang])) for ex in ds]
 
     def prepare_data(self) -> None:
@@ -229,6 +243,21 @@ class MBartTextTask(base.Task):
             process_index=process_index,
             process_count=process_count,
         )
+
+
+def _tfds_catalog_source(name: str, split: str, data_dir: str):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=os.path.expanduser(data_dir))
+    except Exception as e:  # DatasetNotFoundError without TensorFlow's registered builders
+        raise ValueError(
+            f"TFDS catalog dataset {name!r} is not available ({type(e).__name__}); catalog "
+            "builders such as wmt16_translate need TensorFlow: pip install -e '.[tfds-catalog]'"
+        ) from e
+    if not builder.is_prepared():
+        builder.download_and_prepare(file_format="array_record")  # needs network, once
+    return builder.as_data_source()[split]
 
 
 def _round_up(n: int, multiple: int) -> int:
