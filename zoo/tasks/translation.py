@@ -150,6 +150,7 @@ class MBartTextTask(base.Task):
                 pad_id=tok.pad_id,
                 length_penalty=length_penalty,
                 forced_bos_id=forced_bos,
+                forced_eos_id=tok.eos_id,  # as mBART's generation config: </s> at the budget
                 max_steps=max_steps,
             )
             return seqs[:, 0]
