@@ -40,6 +40,7 @@ def locale_dir(tmp_path_factory):
                 f"{' '.join(GERMAN[k] for k in idx)} {d}-{i}"
             )
         domains[f"domain{d}"] = catalog(pairs)
+    write_locale(root, "ro", domains)  # the WMT16 recipe's tiny variant reads en->ro
     return write_locale(root, "de", domains)
 
 
@@ -188,3 +189,46 @@ def test_convert_from_the_hub_offline_says_so(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "network" in err and "facebook/mbart-large-cc25" in err
+
+
+@pytest.mark.parametrize("task", ["csr", "translation"])
+def test_wmt16_recipe_tiny_variant_runs_both_stages(task, tmp_path, tfds_dir, locale_dir):
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/mbart_csr_wmt16_enro.py:tiny",
+            "--workdir",
+            str(tmp_path / task),
+            f"--config.task.name={task}",
+            f"--config.task.spm_model={SPM}",
+            f"--config.task.locale_dir={locale_dir}",
+            f"--config.task.data_dir={tfds_dir}",
+        ]
+    )
+    assert code == 0
+    assert runner.checkpoint_steps(tmp_path / task) == [3]
+
+
+def test_tfds_catalog_corpus_without_tensorflow_is_a_clear_error(tmp_path, tfds_dir, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip(
+            "TensorFlow is installed, so the WMT16 builder would try to download (no "
+            "network in tests)"
+        )
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "recipes/mbart_csr_wmt16_enro.py:tiny",
+            "--workdir",
+            str(tmp_path),
+            f"--config.task.spm_model={SPM}",
+            f"--config.task.data_dir={tfds_dir}",
+            "--config.task.corpus=tfds:wmt16_translate/ro-en",
+        ]
+    )
+    assert code == 2
+    assert "pip install -e '.[tfds-catalog]'" in capsys.readouterr().err
