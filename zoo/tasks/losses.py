@@ -26,3 +26,17 @@ def label_smoothed_cross_entropy(
     else:
         loss = nll
     return (loss * w).sum(), (nll * w).sum()
+
+
+def token_loss(
+    logits_BxLxV: jax.Array, targets_BxL: jax.Array, pad_id: int, smoothing: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A task's (loss sum, aux) for next-token targets: what Task.loss returns.
+
+    Weights are the non-pad targets; aux holds 'weight' (their count), 'nll' and
+    'accuracy' (sums; the loop divides by 'weight').
+    """
+    weights = targets_BxL != pad_id
+    loss, nll = label_smoothed_cross_entropy(logits_BxLxV, targets_BxL, weights, smoothing)
+    correct = ((logits_BxLxV.argmax(-1) == targets_BxL) & weights).sum()
+    return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}

@@ -17,7 +17,7 @@ import numpy as np
 from zoo import data as zdata
 from zoo.models import transformer
 from zoo.tasks import base
-from zoo.tasks.losses import label_smoothed_cross_entropy
+from zoo.tasks.losses import token_loss
 
 
 def model_config(config) -> transformer.TransformerConfig:
@@ -89,13 +89,7 @@ class ReverseTask(base.Task):
 
     def loss(self, params, batch, rng, *, train):
         logits = self._logits(params, batch, rng, train)
-        targets = batch["targets"]
-        weights = targets != zdata.PAD_ID
-        loss, nll = label_smoothed_cross_entropy(
-            logits, targets, weights, self.config.task.label_smoothing
-        )
-        correct = ((logits.argmax(-1) == targets) & weights).sum()
-        return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
+        return token_loss(logits, batch["targets"], zdata.PAD_ID, self.config.task.label_smoothing)
 
     # --- batch layout ----------------------------------------------------------
     def batch_axes(self):

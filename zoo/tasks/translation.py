@@ -21,7 +21,7 @@ import numpy as np
 
 from zoo.data.tokenizer import shift_tokens_right
 from zoo.tasks import base
-from zoo.tasks.losses import label_smoothed_cross_entropy
+from zoo.tasks.losses import token_loss
 
 
 class MBartTextTask(base.Task):
@@ -70,13 +70,7 @@ class MBartTextTask(base.Task):
 
     def loss(self, params, batch, rng, *, train):
         logits = self._logits(params, batch, rng, train)
-        targets = batch["targets"]
-        weights = targets != self.pad_id
-        loss, nll = label_smoothed_cross_entropy(
-            logits, targets, weights, self.config.task.label_smoothing
-        )
-        correct = ((logits.argmax(-1) == targets) & weights).sum()
-        return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
+        return token_loss(logits, batch["targets"], self.pad_id, self.config.task.label_smoothing)
 
     def batch_axes(self):
         return {"inputs": ("batch", "length"), "targets": ("batch", "length")}
