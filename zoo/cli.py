@@ -1,4 +1,4 @@
-"""`zoo train | compile | convert | translate`."""
+"""`zoo train | compile | convert | translate | spm`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,21 @@ def cmd_translate(args, extra) -> int:
     return commands.translate(args)
 
 
+def cmd_spm(args, extra) -> int:
+    from zoo.data.tokenizer import train_sentencepiece
+
+    if extra:
+        raise ValueError(f"unrecognised arguments {extra}")
+    for f in args.input:
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"--input {f} does not exist")
+    path = train_sentencepiece(
+        args.model_prefix, args.vocab_size, files=args.input, model_type=args.model_type
+    )
+    print(f"zoo: wrote {path} (mBART id layout: unk 0, bos 1, eos 2 in sentencepiece)")
+    return 0
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
@@ -151,6 +166,13 @@ def main(argv=None) -> int:
     p.add_argument("--diverse-groups", type=int, default=1, help="> 1: diverse beam search")
     p.add_argument("--diversity", type=float, default=0.0, help="Hamming diversity strength")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("spm", help="train a sentencepiece model (mBART layout) on text files")
+    p.add_argument("--input", nargs="+", required=True, help="text files, one sentence a line")
+    p.add_argument("--model-prefix", required=True, help="writes PREFIX.model and PREFIX.vocab")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
+    p.set_defaults(func=cmd_spm)
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "train" and not args.workdir and not args.print_config:

@@ -212,3 +212,32 @@ def test_pieces_give_a_word_start_table_of_vocab_size():
     assert table[:4].all() and not table[tok.lang_id("en_XX")] and not table[tok.mask_id]
     ids = tok.encode("hello world", "en_XX")
     assert table[ids[0]]  # a sentence starts with a word
+
+
+def test_spm_command_trains_a_model_the_tokenizer_reads(tmp_path):
+    from zoo import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((FIXTURES / "corpus.txt").read_text())
+    prefix = tmp_path / "m" / "spm"
+    code = cli.main(
+        ["spm", "--input", str(corpus), "--model-prefix", str(prefix), "--vocab-size", "200"]
+    )
+    assert code == 0
+    tok = MBartTokenizer(f"{prefix}.model")
+    # 200 pieces take ids 0..200 (fairseq offset); the codes follow, en_XX 4th (cf. 250004).
+    assert tok.lang_id("ar_AR") == 201 and tok.lang_id("en_XX") == 204
+    assert (
+        cli.main(
+            [
+                "spm",
+                "--input",
+                str(tmp_path / "missing.txt"),
+                "--model-prefix",
+                str(prefix),
+                "--vocab-size",
+                "200",
+            ]
+        )
+        == 2
+    )
