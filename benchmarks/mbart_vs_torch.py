@@ -1,0 +1,449 @@
+"""zoo's JAX mBART vs transformers' PyTorch `MBartForConditionalGeneration` on this CPU.
+
+One process, f32, the same config and the same random weights on both sides (the HF model
+is built with a fixed torch seed, saved with save_pretrained and read back with
+`zoo.pretrained.mbart.load_mbart`). Two measurements, timed runs interleaved (torch, zoo,
+torch, zoo, ...) so that load from other users of a shared machine falls on both alike:
+
+1. Training: forward + backward + AdamW update on one fixed batch of right-length
+   sequences (no padding), dropout as configured (0.1). PyTorch: eager, `model.train()`,
+   label-smoothed cross-entropy, `clip_grad_norm_` + `torch.optim.AdamW` (no decay on
+   biases / LayerNorm, as zoo's mask). zoo: the real loop's step, `zoo.train.step.build`
+   over the `translation` task (label-smoothed CE, clip + optax AdamW, donated state),
+   AOT-compiled; compile time reported separately.
+2. Generation: beam search (5 beams, HF `generate` semantics: early_stopping=False,
+   length_penalty=1, forced EOS at the budget) of `--gen-batch` sentences.
+   PyTorch: `model.generate(num_beams=5, max_new_tokens=..., decoder_start_token_id=lang)`
+   under inference_mode. zoo: `zoo.decode.search.beam_search` over
+   `zoo.models.mbart.encode / init_cache / decode_step`, wired as
+   `zoo.tasks.translation.translate()` does, in one jitted function.
+
+Generation runs first (training changes the torch weights in place). torch uses
+os.cpu_count() threads and OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see
+below). Reported: medians of the timed runs (warm-up runs excluded), tokens/s and sentences/s,
+zoo / torch ratios, JAX compile times, a logits check that both sides run the same model,
+and how many beam outputs agree token for token.
+
+  JAX_PLATFORMS=cpu /tmp/benchenv/bin/python benchmarks/mbart_vs_torch.py
+
+Needs jax + zoo and torch + transformers in one environment (zoo never imports torch):
+  python3 -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install -e . \\
+      torch==2.13.0 transformers==4.57.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# torch's OpenMP threads spin-wait at barriers by default; on a machine shared with other
+# jobs (load > cores) a spinning thread holds a core the others need, and a training step
+# of the default config measured 3x slower (18-21 s vs 5-9 s). Passive waiting is the fair
+# setting here; it must be set before torch loads OpenMP. Override from the environment.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from zoo import config as zconfig  # noqa: E402
+from zoo import tasks  # noqa: E402
+from zoo.decode import search  # noqa: E402
+from zoo.models import mbart  # noqa: E402
+from zoo.pretrained.mbart import load_mbart  # noqa: E402
+from zoo.train import mesh as zmesh  # noqa: E402
+from zoo.train import optim as zoptim  # noqa: E402
+from zoo.train import step as zstep  # noqa: E402
+
+PAD, EOS = 1, 2
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--d-model", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=6, help="encoder layers = decoder layers")
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--ffn", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--max-pos", type=int, default=256, help="max_position_embeddings")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--batch", type=int, default=16, help="training sentences per step")
+    ap.add_argument("--src-len", type=int, default=64, help="training source tokens")
+    ap.add_argument("--tgt-len", type=int, default=64, help="training target tokens")
+    ap.add_argument("--steps", type=int, default=5, help="timed training steps per side")
+    ap.add_argument("--warmup-steps", type=int, default=2)
+    ap.add_argument("--gen-batch", type=int, default=16, help="sentences per generate call")
+    ap.add_argument("--gen-src-len", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--beams", type=int, default=5)
+    ap.add_argument("--gen-runs", type=int, default=3, help="timed generate calls per side")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-gen", action="store_true")
+    ap.add_argument("--json", default="", help="also write the JSON result here")
+    return ap.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- shared setup
+
+
+def hf_model(args, tmpdir: str):
+    """A randomly initialised HF mBART (fixed seed), saved to tmpdir for zoo to load."""
+    cfg = transformers.MBartConfig(
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        encoder_attention_heads=args.heads,
+        decoder_attention_heads=args.heads,
+        encoder_ffn_dim=args.ffn,
+        decoder_ffn_dim=args.ffn,
+        max_position_embeddings=args.max_pos,
+        activation_function="gelu",
+        dropout=args.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        scale_embedding=True,  # as every released mBART checkpoint
+        pad_token_id=PAD,
+        bos_token_id=0,
+        eos_token_id=EOS,
+        forced_eos_token_id=EOS,
+    )
+    torch.manual_seed(0)
+    model = transformers.MBartForConditionalGeneration(cfg).float()
+    model.save_pretrained(tmpdir)
+    return model
+
+
+def random_sentences(rng: np.random.Generator, batch: int, length: int, lang: int, vocab: int):
+    """cc25 layout `X </s> [lang]`, every row full length (no padding): [batch, length] int32."""
+    ids = rng.integers(3, vocab - 8, size=(batch, length), dtype=np.int32)
+    ids[:, -2] = EOS
+    ids[:, -1] = lang
+    return ids
+
+
+def zoo_translation_config(args, model_fields: dict):
+    """The translation recipe's config with this benchmark's model, batch and optimizer."""
+    import ml_collections
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = zconfig.load(os.path.join(root, "recipes", "mbart_demo.py") + ":demo")
+    c.unlock()
+    c.task.spm_model = ""  # no tokenizer: the model's vocab_size is taken as given
+    c.task.label_smoothing = args.label_smoothing
+    c.model = ml_collections.ConfigDict(model_fields)
+    c.data.mode = "pad"
+    c.data.global_batch_size = args.batch
+    c.data.max_length = max(args.src_len, args.tgt_len)
+    c.optim.learning_rate = args.lr
+    c.optim.schedule = "constant"
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.01
+    c.optim.clip_norm = 1.0
+    return c
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def bench_train(args, hf, zoo_model, zoo_params, rng) -> dict:
+    src_lang, tgt_lang = args.vocab - 2, args.vocab - 1  # stand-ins for language codes
+    inputs = random_sentences(rng, args.batch, args.src_len, src_lang, args.vocab)
+    targets = random_sentences(rng, args.batch, args.tgt_len, tgt_lang, args.vocab)
+
+    # PyTorch eager: the usual fine-tuning step.
+    hf.train()
+    decay = [p for p in hf.parameters() if p.ndim > 1]
+    no_decay = [p for p in hf.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    t_inputs = torch.from_numpy(inputs).long()
+    t_targets = torch.from_numpy(targets).long()
+    t_mask = t_inputs != PAD
+    t_dec_in = transformers.models.mbart.modeling_mbart.shift_tokens_right(t_targets, PAD)
+
+    def torch_step() -> float:
+        logits = hf(
+            input_ids=t_inputs,
+            attention_mask=t_mask,
+            decoder_input_ids=t_dec_in,
+            decoder_attention_mask=t_targets != PAD,
+        ).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.shape[-1]),
+            t_targets.view(-1),
+            ignore_index=PAD,
+            label_smoothing=args.label_smoothing,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    # zoo: the loop's own train step over the translation task.
+    config = zoo_translation_config(args, zoo_model.config.to_dict())
+    task = tasks.get_task(config)
+    mesh = zmesh.make_mesh(config.mesh)
+    tx, schedule = zoptim.make_optimizer(config.optim, 1000)
+    setup = zstep.build(task, config, mesh, tx, schedule)
+    state = setup.init_from_params(zoo_params)
+    batch = {
+        k: jax.device_put(v, setup.batch_sharding[k])
+        for k, v in {"inputs": inputs, "targets": targets}.items()
+    }
+    key = jax.random.PRNGKey(0)
+    t0 = time.perf_counter()
+    train_exec = setup.train_step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+
+    def zoo_step() -> float:
+        nonlocal state
+        state, metrics = train_exec(state, batch, key)
+        return float(metrics["loss"])  # float() waits for the step
+
+    for _ in range(args.warmup_steps):
+        torch_step()
+        zoo_step()
+    torch_times, zoo_times, torch_losses, zoo_losses = [], [], [], []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        torch_losses.append(torch_step())
+        torch_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        zoo_losses.append(zoo_step())
+        zoo_times.append(time.perf_counter() - t)
+
+    flops = task.flops_per_batch({"inputs": inputs.shape, "targets": targets.shape})
+    tgt_tokens, src_tokens = targets.size, inputs.size
+    out = {"model_flops_per_step": flops, "jax_compile_s": compile_s}
+    for name, times, losses in (
+        ("torch", torch_times, torch_losses),
+        ("zoo", zoo_times, zoo_losses),
+    ):
+        m = median(times)
+        out[name] = {
+            "step_s_median": m,
+            "step_s_all": times,
+            "tgt_tokens_per_s": tgt_tokens / m,
+            "src_tokens_per_s": src_tokens / m,
+            "gflops_per_s": flops / m / 1e9,
+            "loss_first_last": [losses[0], losses[-1]],
+        }
+    out["ratio_zoo_over_torch"] = out["zoo"]["tgt_tokens_per_s"] / out["torch"]["tgt_tokens_per_s"]
+    return out
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def bench_generate(args, hf, zoo_model, zoo_params, rng) -> dict:
+    src_lang, tgt_lang = args.vocab - 2, args.vocab - 1
+    ids = random_sentences(rng, args.gen_batch, args.gen_src_len, src_lang, args.vocab)
+    mask = np.ones_like(ids, dtype=bool)
+    max_new, beams = args.max_new_tokens, args.beams
+
+    hf.eval()
+    t_ids, t_mask = torch.from_numpy(ids).long(), torch.from_numpy(mask).long()
+
+    def torch_generate() -> np.ndarray:
+        with torch.inference_mode():
+            seqs = hf.generate(
+                input_ids=t_ids,
+                attention_mask=t_mask,
+                num_beams=beams,
+                max_new_tokens=max_new,
+                decoder_start_token_id=tgt_lang,
+                early_stopping=False,
+                length_penalty=1.0,
+                do_sample=False,
+            )
+        return seqs[:, 1:].numpy()  # drop the start token, as zoo returns
+
+    params = jax.device_put(zoo_params)
+
+    def generate(params, ids_BxS, mask_BxS):
+        encoded = mbart.encode(zoo_model, params, ids_BxS, mask_BxS)
+        cache = mbart.init_cache(zoo_model, params, encoded, mask_BxS, max_new)
+        start_B = jnp.full((ids_BxS.shape[0],), tgt_lang, jnp.int32)
+        seqs_BxKxT, _ = search.beam_search(
+            lambda tokens, c: mbart.decode_step(zoo_model, params, c, tokens),
+            cache,
+            start_ids_B=start_B,
+            beam_size=beams,
+            max_len=max_new,
+            eos_id=EOS,
+            pad_id=PAD,
+            length_penalty=1.0,
+            forced_eos_id=EOS,
+            max_steps=max_new,
+        )
+        return seqs_BxKxT[:, 0]
+
+    t0 = time.perf_counter()
+    gen_exec = jax.jit(generate).lower(params, ids, mask).compile()
+    compile_s = time.perf_counter() - t0
+
+    def zoo_generate() -> np.ndarray:
+        return np.asarray(gen_exec(params, ids, mask))
+
+    torch_out, zoo_out = torch_generate(), zoo_generate()  # warm-up
+    torch_times, zoo_times = [], []
+    for _ in range(args.gen_runs):
+        t = time.perf_counter()
+        torch_generate()
+        torch_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        zoo_generate()
+        zoo_times.append(time.perf_counter() - t)
+
+    # HF pads finished (shorter) outputs with pad to the batch's longest; zoo to max_new.
+    padded = np.full_like(zoo_out, PAD)
+    padded[:, : torch_out.shape[1]] = torch_out
+    same = int((padded == zoo_out).all(axis=1).sum())
+    out = {"jax_compile_s": compile_s, "identical_outputs": f"{same}/{len(ids)}"}
+    for name, times, seqs in (("torch", torch_times, torch_out), ("zoo", zoo_times, zoo_out)):
+        m = median(times)
+        out[name] = {
+            "call_s_median": m,
+            "call_s_all": times,
+            "sentences_per_s": len(ids) / m,
+            "mean_output_tokens": float((seqs != PAD).sum(1).mean()),
+        }
+    out["ratio_zoo_over_torch"] = out["zoo"]["sentences_per_s"] / out["torch"]["sentences_per_s"]
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def logits_check(args, hf, zoo_model, zoo_params, rng) -> float:
+    """Max |logit difference| in eval mode: both sides must run the same model."""
+    ids = random_sentences(rng, 2, 16, args.vocab - 2, args.vocab)
+    dec = random_sentences(rng, 2, 8, args.vocab - 1, args.vocab)
+    mask = np.ones_like(ids, dtype=bool)
+    hf.eval()
+    with torch.inference_mode():
+        ref = hf(
+            input_ids=torch.from_numpy(ids).long(),
+            attention_mask=torch.from_numpy(mask).long(),
+            decoder_input_ids=torch.from_numpy(dec).long(),
+        ).logits.numpy()
+    ours = zoo_model.apply({"params": zoo_params}, ids, mask, dec)
+    return float(np.abs(np.asarray(ours) - ref).max())
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(os.cpu_count())
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        hf = hf_model(args, tmpdir)
+        zoo_model, zoo_params = load_mbart(tmpdir)
+    n_params = sum(p.numel() for p in hf.parameters())
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_start": list(os.getloadavg()),
+        "versions": {
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "torch_attention": hf.config._attn_implementation,
+        "model": {
+            "d_model": args.d_model,
+            "layers": f"{args.layers}+{args.layers}",
+            "heads": args.heads,
+            "ffn": args.ffn,
+            "vocab": args.vocab,
+            "max_pos": args.max_pos,
+            "dropout": args.dropout,
+            "params_M": round(n_params / 1e6, 2),
+        },
+        "logits_max_abs_diff": logits_check(args, hf, zoo_model, zoo_params, rng),
+    }
+    # Generation first: training updates the torch model in place (zoo's params stay as
+    # loaded), so afterwards the two sides would no longer hold the same weights.
+    if not args.skip_gen:
+        result["generate"] = {
+            "batch": f"{args.gen_batch} x {args.gen_src_len} src tokens, beam {args.beams}, "
+            f"max {args.max_new_tokens} new tokens",
+            **bench_generate(args, hf, zoo_model, zoo_params, rng),
+        }
+    if not args.skip_train:
+        result["train"] = {
+            "batch": f"{args.batch} x {args.src_len} src / {args.tgt_len} tgt tokens",
+            **bench_train(args, hf, zoo_model, zoo_params, rng),
+        }
+    result["load_average_at_end"] = list(os.getloadavg())
+    print_table(result)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def print_table(r: dict) -> None:
+    print(
+        f"\n{r['machine']}; torch threads {r['torch_threads']}, attention "
+        f"{r['torch_attention']}, OMP_WAIT_POLICY={r['omp_wait_policy']}"
+    )
+    print(f"model {r['model']}; logits max |diff| {r['logits_max_abs_diff']:.2e}")
+    rows = []
+    if "train" in r:
+        t = r["train"]
+        for key, label in (
+            ("tgt_tokens_per_s", "train tgt tok/s"),
+            ("src_tokens_per_s", "train src tok/s"),
+        ):
+            rows.append((label, t["torch"][key], t["zoo"][key], t["zoo"][key] / t["torch"][key]))
+        rows.append(
+            ("train step (s)", t["torch"]["step_s_median"], t["zoo"]["step_s_median"], None)
+        )
+    if "generate" in r:
+        g = r["generate"]
+        rows.append(
+            (
+                "beam sentences/s",
+                g["torch"]["sentences_per_s"],
+                g["zoo"]["sentences_per_s"],
+                g["ratio_zoo_over_torch"],
+            )
+        )
+        rows.append(
+            ("generate call (s)", g["torch"]["call_s_median"], g["zoo"]["call_s_median"], None)
+        )
+    print(f"{'median':<20} {'torch':>10} {'zoo (jax)':>10} {'zoo/torch':>10}")
+    for label, a, b, ratio in rows:
+        rs = f"{ratio:9.2f}x" if ratio is not None else ""
+        print(f"{label:<20} {a:10.4g} {b:10.4g} {rs:>10}")
+    for k in ("train", "generate"):
+        if k in r:
+            print(f"jax compile ({k}): {r[k]['jax_compile_s']:.1f} s")
+    if "generate" in r:
+        print(f"identical beam outputs: {r['generate']['identical_outputs']}")
+
+
+if __name__ == "__main__":
+    main()
