@@ -72,6 +72,42 @@ class Task(abc.ABC):
     ) -> Any:
         """A grain IterDataset of process-local batches (checkpointable iterator)."""
 
+    def batched(
+        self,
+        source,
+        *,
+        seed: int,
+        process_index: int,
+        process_count: int,
+        batch_multiple: int,
+        train: bool,
+        pad_id: int = 0,
+    ) -> Any:
+        """`inputs`/`targets` examples of `source` batched as config.data says (train: shuffled,
+        repeated; eval: one ordered pass)."""
+        from zoo import data as zdata
+
+        d = self.config.data
+        batching = zdata.BatchingConfig(
+            mode=d.mode,
+            global_batch_size=d.global_batch_size,
+            max_length=d.max_length,
+            tokens_per_batch=d.tokens_per_batch,
+            bucket_boundaries=tuple(d.bucket_boundaries),
+            batch_multiple=batch_multiple,
+            pad_id=pad_id,
+        )
+        return zdata.make_dataset(
+            source,
+            ["inputs", "targets"],
+            batching,
+            seed=seed,
+            shuffle=train,
+            num_epochs=None if train else 1,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
     def prepare_data(self) -> None:
         """Builds on-disk datasets; the loop calls it on process 0 before the others read."""
         return None

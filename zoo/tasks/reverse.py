@@ -131,23 +131,11 @@ class ReverseTask(base.Task):
         self.builder()
 
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
-        d = self.config.data
-        source = zdata.load_source(self.builder(), split)
-        batching = zdata.BatchingConfig(
-            mode=d.mode,
-            global_batch_size=d.global_batch_size,
-            max_length=d.max_length,
-            tokens_per_batch=d.tokens_per_batch,
-            bucket_boundaries=tuple(d.bucket_boundaries),
-            batch_multiple=batch_multiple,
-        )
-        return zdata.make_dataset(
-            source,
-            ["inputs", "targets"],
-            batching,
+        return self.batched(
+            zdata.load_source(self.builder(), split),
             seed=seed,
-            shuffle=train,
-            num_epochs=None if train else 1,
             process_index=process_index,
             process_count=process_count,
+            batch_multiple=batch_multiple,
+            train=train,
         )

@@ -216,27 +216,14 @@ class MBartTextTask(base.Task):
         raise NotImplementedError
 
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
-        from zoo import data as zdata
-
-        d = self.config.data
-        batching = zdata.BatchingConfig(
-            mode=d.mode,
-            global_batch_size=d.global_batch_size,
-            max_length=d.max_length,
-            tokens_per_batch=d.tokens_per_batch,
-            bucket_boundaries=tuple(d.bucket_boundaries),
-            batch_multiple=batch_multiple,
-            pad_id=self.pad_id,
-        )
-        return zdata.make_dataset(
+        return self.batched(
             self.examples(split, train),
-            ["inputs", "targets"],
-            batching,
             seed=seed,
-            shuffle=train,
-            num_epochs=None if train else 1,
             process_index=process_index,
             process_count=process_count,
+            batch_multiple=batch_multiple,
+            train=train,
+            pad_id=self.pad_id,
         )
 
 
