@@ -36,6 +36,4 @@ def test_init_from_params_of_another_shape_is_a_clear_error(tmp_path, tfds_dir, 
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert (
-        "do not fit this model" in err and "fc1/bias is [64] there but [128] here" in err
-    )
+    assert "do not fit this model" in err and "fc1/bias is [64] there but [128] here" in err

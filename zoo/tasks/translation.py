@@ -239,7 +239,7 @@ def _tfds_catalog_source(name: str, split: str, data_dir: str):
         ) from e
     if not builder.is_prepared():
         builder.download_and_prepare(file_format="array_record")  # needs network, once
-    return builder.as_data_source()[split]
+    return builder.as_data_source(split=split)
 
 
 def _round_up(n: int, multiple: int) -> int:
