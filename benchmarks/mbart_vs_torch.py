@@ -300,7 +300,11 @@ def bench_generate(args, hf, zoo_model, zoo_params, rng) -> dict:
         return seqs_BxKxT[:, 0]
 
     t0 = time.perf_counter()
-    gen_exec = jax.jit(generate).lower(params, ids, mask).compile()
+    gen_exec = (
+        jax.jit(generate, compiler_options=search.compiler_options())
+        .lower(params, ids, mask)
+        .compile()
+    )
     compile_s = time.perf_counter() - t0
 
     def zoo_generate() -> np.ndarray:

@@ -139,8 +139,8 @@ def test_cache_leaves_have_leading_batch_dim(tiny):
     shapes = [x.shape for x in jax.tree.leaves(cache)]
     assert len(shapes) == 2 + 4 * TINY.decoder_layers
     assert all(s[0] == 3 for s in shapes)
-    assert cache["layers"][0]["self_k"].shape == (3, 9, 2, 8)  # decoder heads 2, head_dim 8
-    assert cache["layers"][0]["cross_k"].shape == (3, 7, 2, 8)
+    assert cache["layers"][0]["self_k"].shape == (3, 2, 9, 8)  # decoder heads 2, head_dim 8
+    assert cache["beam_shared"]["cross"][0]["k"].shape == (3, 2, 7, 8)
 
 
 def _select_rows(keep_B, new, old):

@@ -222,10 +222,8 @@ def init_cache(
     """Decoding cache for up to max_length decoder tokens (static under jit).
 
     encoded: [B, S, d_model]; attention_mask: [B, S]. Returns a pytree whose every leaf
-    has leading dim B (beam search may repeat or gather rows): `index` [B] int32 (next
-    position of each row, starting at 0), `encoder_mask` [B, S] bool, and per decoder
-    layer `self_k`/`self_v` [B, max_length, heads, head_dim] and the precomputed
-    cross-attention `cross_k`/`cross_v` [B, S, heads, head_dim].
+    has leading dim B (beam search may repeat or gather rows): see
+    `EncoderDecoder.init_decode_cache` for the layout.
     Raises ValueError if max_length exceeds the position table (config.max_length).
     """
     return model.apply(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from zoo.decode import search
 from zoo.nn import layers
 
 
@@ -167,30 +168,33 @@ class DecoderLayer(nn.Module):
         )
 
     def cross_kv(self, enc_BxSxD) -> tuple[jax.Array, jax.Array]:
-        """Cross-attention keys/values of the encoder states, each [B, S, heads, head_dim]."""
-        return self.encoder_attn.project_kv(enc_BxSxD)
+        """Cross-attention keys/values of the encoder states, each [B, heads, S, head_dim]."""
+        k_BxSxHxK, v_BxSxHxK = self.encoder_attn.project_kv(enc_BxSxD)
+        return k_BxSxHxK.transpose(0, 2, 1, 3), v_BxSxHxK.transpose(0, 2, 1, 3)
 
-    def step(self, y_Bx1xD, layer_cache: dict, index_B, cross_mask_Bx1x1xS):
+    def step(self, y_Bx1xD, layer_cache: dict, cross_kv: dict, index_B, cross_mask_Bx1x1xS):
         """One token per row at position index_B; returns (y [B, 1, D], updated layer_cache).
 
-        layer_cache: self_k/self_v [B, max_len, heads, head_dim] (written at index_B),
-        cross_k/cross_v [B, S, heads, head_dim] (from `cross_kv`, read only).
+        layer_cache: self_k/self_v [B, heads, max_len, head_dim] (row b written at index_B[b];
+        rows may be at different steps); cross_kv: k/v [B, heads, S, head_dim] (from
+        `cross_kv`, read only). Heads-major so that the attention reads the cache as stored,
+        and the write is a per-row in-place update, not a pass over the whole cache.
         """
         h_Bx1xD = self.self_attn_layer_norm(y_Bx1xD)
         k_Bx1xHxK, v_Bx1xHxK = self.self_attn.project_kv(h_Bx1xD)
-        max_len = layer_cache["self_k"].shape[1]
-        slots_BxL = jnp.arange(max_len)[None, :]
-        # A one-hot select writes each row at its own index (rows may be at different steps).
-        write_BxLx1x1 = (slots_BxL == index_B[:, None])[:, :, None, None]
-        self_k = jnp.where(write_BxLx1x1, k_Bx1xHxK, layer_cache["self_k"])
-        self_v = jnp.where(write_BxLx1x1, v_Bx1xHxK, layer_cache["self_v"])
+        write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice(buf, new, (0, i, 0)))
+        self_k = write(layer_cache["self_k"], k_Bx1xHxK.transpose(0, 2, 1, 3), index_B)
+        self_v = write(layer_cache["self_v"], v_Bx1xHxK.transpose(0, 2, 1, 3), index_B)
         # Causal: slots up to and including this step; later slots hold zeros or stale values.
-        self_mask_Bx1x1xL = (slots_BxL <= index_B[:, None])[:, None, None, :]
-        y_Bx1xD = y_Bx1xD + self.self_attn.attend(h_Bx1xD, self_k, self_v, self_mask_Bx1x1xL)
+        slots_L = jnp.arange(self_k.shape[2])
+        self_mask_Bx1x1xL = (slots_L[None, :] <= index_B[:, None])[:, None, None, :]
+        y_Bx1xD = y_Bx1xD + self.self_attn.attend_heads_major(
+            h_Bx1xD, self_k, self_v, self_mask_Bx1x1xL
+        )
         y_Bx1xD = self._cross_and_ffn(
             y_Bx1xD,
-            lambda h: self.encoder_attn.attend(
-                h, layer_cache["cross_k"], layer_cache["cross_v"], cross_mask_Bx1x1xS
+            lambda h: self.encoder_attn.attend_heads_major(
+                h, cross_kv["k"], cross_kv["v"], cross_mask_Bx1x1xS
             ),
             True,
         )
@@ -335,9 +339,10 @@ class EncoderDecoder(nn.Module):
     def init_decode_cache(self, encoded_BxSxD, attention_mask, max_length: int) -> dict:
         """Cache for `decode_step`; every leaf has leading dim B so beams can gather rows.
 
-        Holds per decoder layer the self-attention K/V buffers [B, max_length, H, K]
-        (zeros) and the cross-attention K/V of the encoder states [B, S, H, K], plus
-        `encoder_mask` [B, S] bool and `index` [B] int32 (the next position per row).
+        `index` [B] int32 (the next position per row); `layers`: per decoder layer the
+        self-attention K/V buffers `self_k`/`self_v` [B, H, max_length, K] (zeros); and under
+        `search.BEAM_SHARED` (equal across an item's beams, never reordered) `encoder_mask`
+        [B, S] bool and `cross`: per layer the encoder states' K/V `k`/`v` [B, H, S, K].
         """
         c = self.config
         if c.positions == "learned" and max_length > c.max_length:
@@ -348,18 +353,20 @@ class EncoderDecoder(nn.Module):
             )
         batch = encoded_BxSxD.shape[0]
         zeros = jnp.zeros(
-            (batch, max_length, c.dec_heads, c.d_model // c.dec_heads), jnp.dtype(c.dtype)
+            (batch, c.dec_heads, max_length, c.d_model // c.dec_heads), jnp.dtype(c.dtype)
         )
-        layer_caches = []
+        layer_caches, cross = [], []
         for layer in self.dec_layers:
             cross_k, cross_v = layer.cross_kv(encoded_BxSxD)
-            layer_caches.append(
-                {"self_k": zeros, "self_v": zeros, "cross_k": cross_k, "cross_v": cross_v}
-            )
+            layer_caches.append({"self_k": zeros, "self_v": zeros})
+            cross.append({"k": cross_k, "v": cross_v})
         return {
             "index": jnp.zeros((batch,), jnp.int32),
-            "encoder_mask": attention_mask.astype(bool),
             "layers": tuple(layer_caches),
+            search.BEAM_SHARED: {
+                "encoder_mask": attention_mask.astype(bool),
+                "cross": tuple(cross),
+            },
         }
 
     def decode_step(self, cache: dict, token_ids_B) -> tuple[jax.Array, dict]:
@@ -375,10 +382,13 @@ class EncoderDecoder(nn.Module):
             getattr(self, "dec_ln_emb", None),
             True,
         )
-        cross_mask_Bx1x1xS = cache["encoder_mask"][:, None, None, :]
+        shared = cache[search.BEAM_SHARED]
+        cross_mask_Bx1x1xS = shared["encoder_mask"][:, None, None, :]
         new_layers = []
-        for layer, layer_cache in zip(self.dec_layers, cache["layers"]):
-            y_Bx1xD, layer_cache = layer.step(y_Bx1xD, layer_cache, index_B, cross_mask_Bx1x1xS)
+        for layer, layer_cache, cross_kv in zip(self.dec_layers, cache["layers"], shared["cross"]):
+            y_Bx1xD, layer_cache = layer.step(
+                y_Bx1xD, layer_cache, cross_kv, index_B, cross_mask_Bx1x1xS
+            )
             new_layers.append(layer_cache)
         logits_BxV = self._logits(self.dec_ln(y_Bx1xD))[:, 0]
         new_cache = {**cache, "index": index_B + 1, "layers": tuple(new_layers)}

@@ -240,6 +240,27 @@ class MultiHeadAttention(nn.Module):
         out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
         return self.out(out_BxQxHxK, x_BxQxD.shape[-1])
 
+    def attend_heads_major(
+        self,
+        x_BxQxD: jax.Array,
+        k_BxHxKxD: jax.Array,
+        v_BxHxKxD: jax.Array,
+        mask_Bx1xQxK: jax.Array | None,
+    ) -> jax.Array:
+        """`attend` (deterministic) over keys/values stored heads-major [B, heads, K, head_dim].
+
+        Decoding caches use this layout: the score and mix contractions then take their
+        operands as stored, where the [B, K, heads, head_dim] layout costs a transpose of the
+        whole cache at every step.
+        """
+        q_BxQxHxK = self.query(x_BxQxD) * (self.head_dim**-0.5)
+        logits_BxHxQxK = jnp.einsum("bqhd,bhkd->bhqk", q_BxQxHxK, k_BxHxKxD).astype(jnp.float32)
+        if mask_Bx1xQxK is not None:
+            logits_BxHxQxK = jnp.where(mask_Bx1xQxK, logits_BxHxQxK, jnp.finfo(jnp.float32).min)
+        probs_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
+        out_BxQxHxK = jnp.einsum("bhqk,bhkd->bqhd", probs_BxHxQxK, v_BxHxKxD)
+        return self.out(out_BxQxHxK, x_BxQxD.shape[-1])
+
     def __call__(
         self,
         x_BxQxD: jax.Array,

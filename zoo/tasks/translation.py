@@ -149,7 +149,9 @@ class MBartTextTask(base.Task):
             )
             return seqs[:, 0]
 
-        generate_jit = jax.jit(generate, static_argnums=(3,))
+        generate_jit = jax.jit(
+            generate, static_argnums=(3,), compiler_options=search.compiler_options()
+        )
         for lo in range(0, len(order), batch_size):
             chunk = order[lo : lo + batch_size]
             ids, mask = tok.encode_batch(
