@@ -270,3 +270,23 @@ def test_tfds_catalog_corpus_trains_on_mock_data(task, corpus, langs, tmp_path):
     rows = runner.metrics(tmp_path)
     assert len([r for r in rows if "loss" in r]) == 3
     assert any("eval_loss" in r for r in rows)
+
+
+def test_mbart_demo_script_trains_both_models_and_scores_them(tmp_path, locale_dir):
+    """`make demo`'s orchestration end to end, on the generated catalogs and tiny models."""
+    import json
+    import runpy
+
+    demo = runpy.run_path(str(runner.REPO / "recipes" / "mbart_demo.py"))
+    workdir = tmp_path / "demo"
+    args = ["--workdir", str(workdir), "--locale-dir", str(locale_dir), "--variant", "tiny"]
+    args += ["--vocab-size", "60", "--mt-steps", "3", "--csr-steps", "1"]
+    args += ["--test-sentences", "6", "--beam", "2"]
+    assert demo["main"](args) == 0
+    results = json.loads((workdir / "results.json").read_text())
+    assert set(results) == {"translation only", "CSR + translation"}
+    for r in results.values():
+        assert 0.0 <= r["bleu"] <= 100.0 and 0.0 <= r["chrf"] <= 100.0
+        assert len(r["samples"]) == 3
+    assert runner.checkpoint_steps(workdir / "csr_stage1") == [1]
+    assert runner.checkpoint_steps(workdir / "csr_translation") == [2]
