@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grain
@@ -192,8 +192,10 @@ class PlannedDataset(grain.IterDataset):
         process_count: int,
         stats: DataStats,
         pad_id: int = 0,
+        collate_fn: Callable[[Sequence[Any], Sequence[plans.Row]], dict] | None = None,
     ):
         super().__init__()
+        self._collate_fn = collate_fn
         self._source = source
         self._features = tuple(features)
         self._planner = planner
@@ -211,6 +213,8 @@ class PlannedDataset(grain.IterDataset):
     def _collate_local(self, batch: plans.GlobalBatch) -> dict[str, np.ndarray]:
         rows_per_process = len(batch.rows) // self._process_count
         start = self._process_index * rows_per_process
+        if self._collate_fn is not None:
+            return self._collate_fn(self._source, batch.rows[start : start + rows_per_process])
         return plans.collate(
             self._source,
             batch.rows[start : start + rows_per_process],
@@ -366,3 +370,66 @@ def dropped_examples(ds: grain.IterDataset | grain.MapDataset) -> int:
             return node.stats.num_dropped
         pending.extend(getattr(node, "parents", ()))
     raise ValueError(f"{ds} was not built by zoo.data.make_dataset")
+
+
+def make_fixed_dataset(
+    source: Sequence[Any],
+    featurize: Callable[[Any], dict[str, np.ndarray]],
+    *,
+    global_batch_size: int,
+    keep: np.ndarray | None = None,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """Batches of fixed-shape examples (e.g. spectra padded to a peak count), same guarantees
+    as `make_dataset`: deterministic plans, process slices of one global batch, exact resume.
+
+    `featurize(example)` returns a dict of arrays of one shape per feature; rows that only
+    complete an epoch's last batch are all zeros (a task gives them weight 0). `keep`: indices
+    of the examples to use (the caller counts and reports what it left out).
+    """
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by {process_count} processes"
+        )
+    kept = np.arange(len(source)) if keep is None else np.asarray(keep, np.int64)
+    if not len(kept):
+        raise ValueError("no examples to batch (all were left out)")
+    template = featurize(source[int(kept[0])])
+
+    def collate(src, rows):
+        out = {
+            k: np.zeros((len(rows),) + np.shape(v), np.asarray(v).dtype)
+            for k, v in template.items()
+        }
+        for r, row in enumerate(rows):
+            for i in row:
+                for k, v in featurize(src[int(i)]).items():
+                    out[k][r] = v
+        return out
+
+    batching = BatchingConfig(mode="pad", global_batch_size=global_batch_size, max_length=1)
+    planner = _Planner(
+        np.ones((len(source), 1), np.int64),
+        kept,
+        batching,
+        seed=seed,
+        shuffle=shuffle,
+        process_count=process_count,
+    )
+    return PlannedDataset(
+        source,
+        tuple(template),
+        planner,
+        packed=False,
+        num_epochs=num_epochs,
+        process_index=process_index,
+        process_count=process_count,
+        stats=DataStats(
+            num_examples=len(source), num_dropped=len(source) - len(kept), max_length=1
+        ),
+        collate_fn=collate,
+    )

@@ -33,9 +33,18 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def loss(
-        self, params: Params, batch: Batch, rng: jax.Array, *, train: bool
+        self,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array,
+        *,
+        train: bool,
+        step: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns (loss summed over the batch, aux).
+
+        `step` is the optimizer step being taken (a traced int32 scalar) in training and
+        None in eval, for objectives that change over training (e.g. annealed mixtures).
 
         aux must hold 'weight': the number of loss terms (e.g. target tokens) in
         the batch, so the loop can normalise across microbatches and devices

@@ -87,7 +87,7 @@ class ReverseTask(base.Task):
             input_positions=positions_from_end(inputs),
         )
 
-    def loss(self, params, batch, rng, *, train):
+    def loss(self, params, batch, rng, *, train, step=None):
         logits = self._logits(params, batch, rng, train)
         return token_loss(logits, batch["targets"], zdata.PAD_ID, self.config.task.label_smoothing)
 

@@ -68,7 +68,7 @@ class MBartTextTask(base.Task):
             {"params": rng}, inputs, inputs != self.pad_id, shift_tokens_right(targets, self.pad_id)
         )
 
-    def loss(self, params, batch, rng, *, train):
+    def loss(self, params, batch, rng, *, train, step=None):
         logits = self._logits(params, batch, rng, train)
         return token_loss(logits, batch["targets"], self.pad_id, self.config.task.label_smoothing)
 

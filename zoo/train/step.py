@@ -84,9 +84,9 @@ def build(
     batch_sharding = zmesh.batch_sharding(mesh, task.batch_axes(), rules)
     accum = int(config.optim.grad_accum_steps)
 
-    def loss_and_grad(params, batch, rng):
+    def loss_and_grad(params, batch, rng, step):
         def f(p):
-            loss, aux = task.loss(p, batch, rng, train=True)
+            loss, aux = task.loss(p, batch, rng, train=True, step=step)
             return loss, aux
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(params)
@@ -96,7 +96,7 @@ def build(
         rng = jax.random.fold_in(rng, state.step)
         with nn.logical_axis_rules(list(rules)):
             if accum == 1:
-                loss, aux, grads = loss_and_grad(state.params, batch, rng)
+                loss, aux, grads = loss_and_grad(state.params, batch, rng, state.step)
             else:
                 # Microbatches of the (already sharded) batch; sums stay exact because
                 # the task returns sums and the weight is divided out once at the end.
@@ -107,14 +107,18 @@ def build(
                 def body(carry, mb_i):
                     mb, i = mb_i
                     mb_loss, mb_aux, mb_grads = loss_and_grad(
-                        state.params, mb, jax.random.fold_in(rng, i)
+                        state.params, mb, jax.random.fold_in(rng, i), state.step
                     )
                     return jax.tree.map(jnp.add, carry, (mb_loss, mb_aux, mb_grads)), None
 
                 zeros = jax.tree.map(
                     jnp.zeros_like,
                     jax.eval_shape(
-                        loss_and_grad, state.params, jax.tree.map(lambda x: x[0], micro), rng
+                        loss_and_grad,
+                        state.params,
+                        jax.tree.map(lambda x: x[0], micro),
+                        rng,
+                        state.step,
                     ),
                 )
                 (loss, aux, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
