@@ -11,7 +11,7 @@ export JAX_PLATFORMS ?= cpu
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,tpu,tfds-catalog]'
+	$(PY) -m pip install --quiet -e '.[test,tpu,tfds-catalog,denovo]'
 	touch $(STAMP)
 
 install: $(STAMP)

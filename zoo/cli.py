@@ -81,6 +81,12 @@ def cmd_convert(args, extra) -> int:
         raise ValueError(f"unrecognised arguments {extra}")
     from zoo.pretrained.mbart import HubUnavailableError
 
+    if args.family == "casanovo":
+        from zoo.pretrained import casanovo
+
+        casanovo.convert(args.src, args.out)
+        print(f"zoo: wrote {args.out} (model.json, params/; family peptide, mode ar)")
+        return 0
     try:
         out = commands.convert_mbart(
             args.src, args.out, spm=args.spm, style=args.tokenizer_style, cache_dir=args.cache_dir
@@ -98,6 +104,14 @@ def cmd_translate(args, extra) -> int:
     if extra:
         raise ValueError(f"unrecognised arguments {extra}")
     return commands.translate(args)
+
+
+def cmd_denovo(args, extra) -> int:
+    from zoo import commands
+
+    if extra:
+        raise ValueError(f"unrecognised arguments {extra}")
+    return commands.denovo(args)
 
 
 def cmd_spm(args, extra) -> int:
@@ -146,8 +160,12 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("convert", help="import a pretrained checkpoint into a zoo model dir")
-    p.add_argument("family", choices=["mbart"])
-    p.add_argument("src", help="transformers dir, fairseq model.pt, or a Hub name (network)")
+    p.add_argument("family", choices=["mbart", "casanovo"])
+    p.add_argument(
+        "src",
+        help="mbart: transformers dir, fairseq model.pt, or a Hub name (network); "
+        "casanovo: a Casanovo 5 .ckpt",
+    )
     p.add_argument("out", help="output directory (must not hold a model already)")
     p.add_argument("--spm", help="sentencepiece model (default: found beside SRC)")
     p.add_argument("--tokenizer-style", choices=["cc25", "mbart50"])
@@ -173,6 +191,24 @@ def main(argv=None) -> int:
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     p.set_defaults(func=cmd_spm)
+
+    p = sub.add_parser("denovo", help="sequence peptides from MGF spectra, write mzTab")
+    p.add_argument("--checkpoint", required=True, help="`zoo convert casanovo` dir or a workdir")
+    p.add_argument("--mgf", nargs="+", required=True, help="MGF files")
+    p.add_argument("--out", required=True, help="mzTab file to write")
+    p.add_argument("--mode", choices=["ar", "nar", "nar_pmc", "hybrid"], help="default: model's")
+    p.add_argument("--beam", type=int, default=1, help="AR beams (Casanovo's n_beams)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--no-precursor-filter", action="store_true", help="AR: no ppm filter or miss penalty"
+    )
+    p.add_argument(
+        "--casanovo-compatible",
+        action="store_true",
+        help="AR: Casanovo 5.2.1's beam search rules, quirks included (no precursor filter)",
+    )
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed spectra")
+    p.set_defaults(func=cmd_denovo)
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "train" and not args.workdir and not args.print_config:

@@ -118,3 +118,96 @@ def translate(args) -> int:
     for line in out:
         print(line)
     return 0
+
+
+def load_peptide_model(checkpoint: str):
+    """(PeptideConfig, params, Residues, task config or None) from a `zoo convert casanovo`
+    directory or a `zoo train` workdir of the denovo task."""
+    from zoo.models import peptide
+    from zoo.pretrained import casanovo, modeldir
+    from zoo.tasks import denovo as tdenovo
+
+    if os.path.exists(os.path.join(checkpoint, "model.json")):
+        config, params, residues = casanovo.load_model_dir(checkpoint)
+        return config, params, residues, None
+    if os.path.exists(os.path.join(checkpoint, "config.json")):
+        with open(os.path.join(checkpoint, "config.json")) as f:
+            c = ml_collections.ConfigDict(json.load(f))
+        if c.task.name != "denovo":
+            raise ValueError(f"{checkpoint} was trained on task {c.task.name!r}, not denovo")
+        config = peptide.PeptideConfig(**c.model.to_dict())
+        return config, modeldir.load_params(checkpoint), tdenovo.residues_from_config(c), c
+    raise FileNotFoundError(
+        f"--checkpoint {checkpoint} is neither a `zoo convert casanovo` output (model.json) "
+        "nor a `zoo train` workdir (config.json)"
+    )
+
+
+def denovo(args) -> int:
+    """`zoo denovo`: MGF files -> preprocessed spectra -> predictions -> mzTab."""
+    from tqdm import tqdm
+
+    from zoo.data import mztab, spectra
+    from zoo.tasks import denovo as tdenovo
+
+    config, params, residues, task_config = load_peptide_model(args.checkpoint)
+    max_peaks = int(task_config.task.max_peaks) if task_config else 150
+    mode = args.mode or config.mode
+    decoder = {"ar": "ar", "hybrid": "hybrid", "nar": "nar", "nar_pmc": "nar_pmc"}[mode]
+    items, reports = [], []
+    for path in args.mgf:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--mgf {path} does not exist")
+        found, report = spectra.read_mgf(
+            path, residues=None, on_error="skip" if args.skip_bad else "raise"
+        )
+        reports.append((path, report))
+        for s in found:
+            mz, inten = spectra.preprocess_spectrum(s)
+            items.append(
+                (
+                    s,
+                    {
+                        "mz": mz,
+                        "intensity": inten,
+                        "precursor_mz": s.precursor_mz,
+                        "precursor_charge": s.precursor_charge,
+                    },
+                )
+            )
+    for path, report in reports:
+        if report.total_skipped:
+            print(f"zoo: {path}: {report}", file=sys.stderr)
+    if not items:
+        raise ValueError(f"no spectra to sequence in {args.mgf}")
+    seq = tdenovo.Sequencer(
+        config,
+        params,
+        residues,
+        max_peaks=max_peaks,
+        beam=args.beam,
+        precursor_filter=not (args.no_precursor_filter or args.casanovo_compatible),
+        casanovo_compatible=args.casanovo_compatible,
+    )
+    bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
+    preds = seq.predict_all(
+        [e for _, e in items], decoder, batch_size=args.batch_size, on_batch=bar.update
+    )
+    bar.close()
+    psms = [
+        tdenovo.to_psm(s, p) for (s, _), p in zip(items, preds) if p.peptide
+    ]
+    mztab.write_mztab(
+        args.out,
+        psms,
+        residues=residues,
+        ms_runs=args.mgf,
+        metadata={
+            "checkpoint": os.path.abspath(args.checkpoint),
+            "mode": mode,
+            "beam": args.beam,
+            "mgf": [os.path.abspath(p) for p in args.mgf],
+        },
+    )
+    print(f"zoo: wrote {args.out}: {len(psms)} PSMs for {len(items)} spectra", file=sys.stderr)
+    return 0

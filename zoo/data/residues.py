@@ -15,6 +15,7 @@ N-terminal modification, when present, is the first token.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -103,11 +104,11 @@ class Residues:
     # (I and L have equal mass; models predict L).
     replace_isoleucine: bool = False
 
-    @property
+    @functools.cached_property
     def tokens(self) -> tuple[str, ...]:
         return tuple(t for t in self.masses if not (self.replace_isoleucine and t == "I"))
 
-    @property
+    @functools.cached_property
     def nterm(self) -> frozenset[str]:
         return frozenset(t for t in self.masses if t[0] in "+-")
 

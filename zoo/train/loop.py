@@ -88,21 +88,63 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
     """Random init, or config.train.init_from's parameters with a fresh optimizer.
 
     init_from is a `zoo convert` model directory or another run's workdir (e.g. CSR stage 2
-    starts from stage 1 with the optimizer, schedule and step counter reset).
+    starts from stage 1 with the optimizer, schedule and step counter reset). With
+    train.init_from_patterns, only the parameters whose '/'-joined path matches one of
+    those regexes are taken from init_from (a warm start, e.g. a hybrid peptide model's
+    encoder and AR decoder from a converted Casanovo model); the rest keep their random init.
     """
     source = config.train.get("init_from", "")
     if not source:
         return setup.init(jax.random.PRNGKey(config.seed))
     params = modeldir.load_params(source)
-    modeldir.check_compatible(params, setup.abstract_state.params, source)
+    patterns = tuple(config.train.get("init_from_patterns", ()) or ())
+    if patterns:
+        params, fresh = _select(params, setup, patterns, source, config.seed)
+    else:
+        modeldir.check_compatible(params, setup.abstract_state.params, source)
+        fresh = None
     # Every process holds the full arrays; each device takes its shard.
     placed = jax.tree.map(
         lambda x, a: jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i]),
         params,
         setup.abstract_state.params,
+        is_leaf=lambda x: x is None,
     )
+    if fresh is not None:
+        placed = jax.tree.map(
+            lambda p, f: f if p is None else p, placed, fresh, is_leaf=lambda x: x is None
+        )
     log.info("initialised parameters from %s", source)
     return setup.init_from_params(placed)
+
+
+def _select(params, setup: zstep.Setup, patterns, source: str, seed: int):
+    """(loaded leaves where a pattern matches else None, randomly initialised params)."""
+    import re
+
+    from flax import traverse_util
+
+    regexes = [re.compile(p) for p in patterns]
+    want = traverse_util.flatten_dict(setup.abstract_state.params, sep="/")
+    have = traverse_util.flatten_dict(params, sep="/")
+    picked = {}
+    for key, abstract in want.items():
+        if not any(r.search(key) for r in regexes):
+            picked[key] = None
+            continue
+        if key not in have or tuple(have[key].shape) != tuple(abstract.shape):
+            got = "absent" if key not in have else list(have[key].shape)
+            raise ValueError(
+                f"train.init_from_patterns selects {key}, which is {got} in {source} but "
+                f"{list(abstract.shape)} here; match the model sizes or narrow the patterns"
+            )
+        picked[key] = have[key]
+    if all(v is None for v in picked.values()):
+        raise ValueError(
+            f"train.init_from_patterns={list(patterns)} match no parameter of this model"
+        )
+    fresh = setup.init(jax.random.PRNGKey(seed)).params
+    return traverse_util.unflatten_dict(picked, sep="/"), fresh
 
 
 def train(config, workdir: str, task) -> dict[str, Any]:
