@@ -97,7 +97,8 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.train.num_steps = 1500
     c.train.log_every = 50
     c.train.progress_bar = True
-    c.train.init_from = ""
+    c.train.init_from = ""  # a workdir or model dir (e.g. `zoo convert casanovo`) to start from
+    c.train.init_from_patterns = ()  # only these params from init_from, e.g. ("^encoder_",)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.split = "validation"

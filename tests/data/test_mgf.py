@@ -57,7 +57,7 @@ def _random_spectra(n: int, rng: np.random.Generator) -> list[Spectrum]:
                 precursor_mz=float(rng.uniform(100, 2000)),
                 precursor_charge=int(rng.choice([1, 2, 3, 4, 7, -2])),
                 peptide=peptides[i % len(peptides)],
-                title=f"run1.{i}.{i}.2 File:\"x=y.raw\"" if i % 2 else "",
+                title=f'run1.{i}.{i}.2 File:"x=y.raw"' if i % 2 else "",
                 scans=str(1000 + i) if i % 3 else "",
                 rt=math.nan if i % 4 == 0 else float(rng.uniform(0, 7200)),
                 index=i,
@@ -110,9 +110,7 @@ def test_write_refuses_an_empty_spectrum(tmp_path):
         write_mgf(tmp_path / "x.mgf", [empty])
 
 
-@pytest.mark.parametrize(
-    "text, charge", [("2+", 2), ("2", 2), ("+2", 2), ("3-", -3), (" 4+ ", 4)]
-)
+@pytest.mark.parametrize("text, charge", [("2+", 2), ("2", 2), ("+2", 2), ("3-", -3), (" 4+ ", 4)])
 def test_charge_notations(tmp_path, text, charge):
     path = tmp_path / "c.mgf"
     path.write_text(f"BEGIN IONS\nPEPMASS=500\nCHARGE={text}\n100 1\nEND IONS\n")
@@ -194,6 +192,9 @@ def test_malformed_record_raises_naming_file_spectrum_and_field(tmp_path, case):
     assert e.value.reason == reason
     assert str(path) in message and "spectrum 1" in message and "'bad one'" in message
     assert FIELD[reason] in message
+    if reason == "bad_peak":  # the offending line is quoted with its line number
+        bad_line = MALFORMED[case].split("\n")[-3]
+        assert f"peak {bad_line!r}" in message and "line " in message
     assert "Fix:" in message and "on_error='skip'" in message
     assert (e.value.index, e.value.title) == (1, "bad one")
 

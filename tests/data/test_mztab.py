@@ -56,8 +56,11 @@ def _write_like_casanovo(path, psms, fixture):
     return write_mztab(
         path,
         psms,
-        metadata={"model": "casanovo_v5.ckpt", "config_filename": "config.yaml",
-                  **fixture["settings"]},
+        metadata={
+            "model": "casanovo_v5.ckpt",
+            "config_filename": "config.yaml",
+            **fixture["settings"],
+        },
         ms_runs=["/data/run_b.mgf", "/data/run_a.mgf"],
         software=CASANOVO_SOFTWARE,
         description="Casanovo identification file casanovo",
@@ -108,8 +111,11 @@ def test_computed_calc_mz_is_the_exact_peptide_mz_and_near_casanovos(tmp_path):
         calc = float(row["calc_mass_to_charge"])
         assert calc == precursor_mz(CASANOVO.peptide_mass(tokens), int(row["charge"]))
         run = {"ms_run[1]": "run_a.mgf", "ms_run[2]": "run_b.mgf"}[row["spectra_ref"][:9]]
-        key = (run, int(row["spectra_ref"].split("index=")[1]),
-               row["opt_global_cv_MS:1003169_proforma_peptidoform_sequence"])
+        key = (
+            run,
+            int(row["spectra_ref"].split("index=")[1]),
+            row["opt_global_cv_MS:1003169_proforma_peptidoform_sequence"],
+        )
         # Casanovo sums a float32 mass table: agreement to float32 precision only.
         assert abs(calc - reference[key]) < 1e-4
 

@@ -4,7 +4,7 @@ Two references:
   * spectrum_utils 0.5 itself, called here on the same peaks in Casanovo 5.2.1's order
     (set_mz_range, remove_precursor_peak, scale_intensity("root", 1), filter_intensity, the
     min-peaks drop, L2 norm); numba compiles it once per process (~12 s on 2 cores), so all
-    cases share one test;
+    cases share one test, marked slow;
   * tests/fixtures/peptide/preprocess_casanovo.npz, written by
     tests/fixtures/make_spectra_fixtures.py with Casanovo's DeNovoDataModule.preprocessing_fn
     and depthcharge's MgfParser, i.e. Casanovo's composition of the steps, not our reading.
@@ -78,16 +78,20 @@ def _assert_same(ours, ref, what):
     np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-6, err_msg=f"{what}: intensity")
 
 
+# Almost all of this test's time is numba compiling spectrum_utils' jitclass (~12 s on an idle
+# 2-core machine; it cannot be cached). The fixture tests below check the same cases against
+# Casanovo's own pipeline in well under a second.
+@pytest.mark.slow
 def test_equals_spectrum_utils_on_random_and_real_spectra():
     pytest.importorskip("spectrum_utils")
     sample, _ = read_mgf(SAMPLE)
     inputs = [(f"random case {i}", *case) for i, case in enumerate(CASES)]
     inputs += [
-        (f"sample {s.title}", s.mz, s.intensity, s.precursor_mz, s.precursor_charge)
-        for s in sample
+        (f"sample {s.title}", s.mz, s.intensity, s.precursor_mz, s.precursor_charge) for s in sample
     ]
-    # Also Casanovo's defaults changed: a small top-n and a high floor stress the cut.
-    tight = PreprocessConfig(n_peaks=25, min_intensity=0.1, min_peaks=5)
+    # Also non-default values: a small top-n stresses the cut, and a floor of 0.25 is exactly
+    # representable, so peaks at exactly floor x base peak occur (random_cases' squares).
+    tight = PreprocessConfig(n_peaks=25, min_intensity=0.25, min_peaks=5)
     n_kept = 0
     for what, mz, intensity, precursor_mz, charge in inputs:
         ours = _ours(mz, intensity, precursor_mz, charge)
@@ -137,9 +141,7 @@ def test_equals_casanovo_mgf_parser_on_sample_spectra():
         assert s.precursor_charge == fixture["sample_charge"][i]
         rows = slice(offsets[i], offsets[i + 1])
         ref = (fixture["sample_mz"][rows], fixture["sample_intensity"][rows])
-        _assert_same(
-            _ours(s.mz, s.intensity, s.precursor_mz, s.precursor_charge), ref, s.title
-        )
+        _assert_same(_ours(s.mz, s.intensity, s.precursor_mz, s.precursor_charge), ref, s.title)
 
 
 def test_output_is_ascending_unit_norm_float32_and_capped():
@@ -160,6 +162,24 @@ def test_drops_what_casanovo_drops_with_the_reason(charge, n_peaks, reason):
     with pytest.raises(LowQualitySpectrum) as e:
         preprocess(mz, np.ones(n_peaks), 1500.0, charge)
     assert e.value.reason == reason
+
+
+def test_a_peak_exactly_at_the_floor_is_dropped():
+    """spectrum_utils keeps intensities strictly above min_intensity x base peak (after the
+    square root): sqrt([1, 4, 16]) / 4 = [0.25, 0.5, 1.0] with a floor of 0.25 keeps two."""
+    mz = np.array([100.0, 200.0, 300.0])
+    config = PreprocessConfig(min_intensity=0.25, min_peaks=1)
+    out_mz, out_intensity = preprocess(mz, np.array([1.0, 4.0, 16.0]), 1000.0, 2, config)
+    np.testing.assert_array_equal(out_mz, [200.0, 300.0])
+    np.testing.assert_allclose(out_intensity, np.array([0.5, 1.0]) / np.sqrt(1.25), rtol=1e-6)
+
+
+def test_top_n_keeps_the_most_intense_in_mz_order():
+    mz = np.arange(100.0, 110.0)
+    intensity = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 10], dtype=float) ** 2
+    config = PreprocessConfig(n_peaks=3, min_peaks=1, min_intensity=0.0)
+    out_mz, _ = preprocess(mz, intensity, 1000.0, 2, config)
+    np.testing.assert_array_equal(out_mz, [102.0, 106.0, 109.0])
 
 
 def test_no_peak_in_range_is_dropped_not_an_error():

@@ -149,3 +149,12 @@ def test_spectrum_example_is_the_shared_feature_layout():
 def test_building_and_reading_do_not_import_tensorflow(builder):
     assert load_source(builder, "train")[0]["mz"].size > 0
     assert "tensorflow" not in sys.modules
+
+
+def test_a_split_with_no_kept_spectrum_raises_with_the_reasons(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "tiny.mgf").write_text(
+        "BEGIN IONS\nTITLE=x\nPEPMASS=500\nCHARGE=2+\n100 1\nEND IONS\n"
+    )
+    with pytest.raises(ValueError, match=r"split 'train': no spectrum kept.*too_few_peaks: 1"):
+        mgf_builder(tmp_path / "data", tmp_path / "in", {"train": ["tiny.mgf"]})

@@ -1,12 +1,13 @@
 """zoo.decode.peptide: AR greedy/beam search with Casanovo's rules, on synthetic step functions.
 
-Two synthetic models, no network weights:
-- a trie model: per spectrum, a few token paths with chosen logits; any other prefix falls to
-  a flat "elsewhere" node. It states oracle probabilities and precise two-way choices.
-- a hash model: logits are an integer hash of (spectrum, token prefix), computed the same way
-  here in JAX and by tests/fixtures/make_ar_search_fixtures.py in NumPy for Casanovo 5.2.1's
-  own beam search, whose predictions the fixture holds.
-Static settings are shared between tests so that few searches compile.
+Two synthetic decoders, no weights:
+- a trie: per spectrum, a few token paths with chosen logits; any other prefix falls to a
+  flat "elsewhere" node. It states oracle probabilities and exact two-way choices.
+- a hash: logits are an integer hash of (spectrum, token prefix), computed the same way here
+  in JAX and by tests/fixtures/make_ar_search_fixtures.py in NumPy for Casanovo 5.2.1's own
+  beam search, whose predictions tests/fixtures/ar_search/casanovo_beams.json holds.
+One jitted search serves both decoders and every rule set (the rule flags are traced), so the
+file compiles four searches (beams 1, 3, 5 and the exhaustive one).
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.data.residues import (
-    C13_SHIFT,
-    CASANOVO,
-    CASANOVO_MASSES,
-    Residues,
-    ppm_error,
-    precursor_mz,
+from zoo.data.residues import C13_SHIFT, CASANOVO_MASSES, Residues, ppm_error, precursor_mz
+from zoo.decode.peptide import (
+    ar_beam_search,
+    ar_greedy,
+    merge_nterm_scores,
+    mz_parts,
+    to_predictions,
 )
-from zoo.decode.peptide import ar_beam_search, ar_greedy, merge_nterm_scores, to_predictions
 
 FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "ar_search" / "casanovo_beams.json"
 MODES = [  # (casanovo_compatible, precursor_filter)
@@ -38,12 +38,17 @@ MODES = [  # (casanovo_compatible, precursor_filter)
     pytest.param(True, False, id="casanovo5"),
     pytest.param(True, True, id="casanovo5+filter"),
 ]
-MAX_LEN = 24  # generated tokens, `$` included, in the trie tests
-BATCH = 6  # spectra per trie search (fewer are padded with empty tries)
-
-RES = CASANOVO
+# Casanovo's tokenizer vocabulary: its residues plus depthcharge's plain C, I read as L.
+RES = Residues(masses={**CASANOVO_MASSES, "C": 103.009184505}, replace_isoleucine=True)
 STOP = len(RES.tokens) + 1
 VOCAB = STOP + 1
+IS_MOD = np.array([False] + [t in RES.nterm for t in RES.tokens] + [False])
+MAX_LEN = 30  # generated tokens, `$` included (the fixture's max_peptide_len)
+BATCH = 10  # spectra per search (fewer are padded)
+NODES = 160
+# Tests compile with XLA's backend optimisation off: the searches run in milliseconds, and
+# compiling them is most of this file's time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def ids(tokens: list[str], residues: Residues = RES) -> list[int]:
@@ -51,21 +56,48 @@ def ids(tokens: list[str], residues: Residues = RES) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Trie model
+# The synthetic decoders
 # ---------------------------------------------------------------------------------------------
 
-NODES = 160
+
+def _mix(h):
+    """murmur3's 32-bit finaliser (uint32 wraps like the fixture script's masked uint64)."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _push(h, tok):
+    return _mix(h * jnp.uint32(0x9E3779B1) + tok.astype(jnp.uint32) + jnp.uint32(1))
+
+
+def hash_logits(h_N, length_N, is_mod_V, offset):
+    """The fixture script's `logits`: [N, V] f32, exact multiples of 2^-17 plus offsets."""
+    vocab = is_mod_V.shape[0]
+    v = jnp.arange(vocab, dtype=jnp.uint32)
+    u = _mix(h_N[:, None] ^ (v * jnp.uint32(0x27D4EB2F) + jnp.uint32(0x165667B1)))
+    x = ((u >> 8) & 0xFFFFF).astype(jnp.float32) / 2.0**17 - 4.0
+    x = x.at[:, 1 : vocab - 1].add(offset)
+    x = x.at[:, 0].add(-1.0)
+    x = jnp.where(is_mod_V[None, :], x - 2.0, x)
+    return x.at[:, vocab - 1].add((length_N.astype(jnp.float32) - 9.0) * 0.75)
+
+
+def hash_seeds(mz) -> np.ndarray:
+    """The fixture's spectrum seed: round(float32 m/z * 1000)."""
+    return np.rint(np.asarray(mz, np.float32).astype(np.float64) * 1000).astype(np.uint32)
 
 
 def build_trie(spectra: list[list[tuple[list[int], list[float]]]]):
-    """Tables of a trie model: spectra[b] = [(generation-order ids incl. `$`, logit of each)].
-
-    Returns (next_node [NODES, V] int32, logits [NODES, V] f32, root [BATCH] int32). Node 0 is
-    the flat "elsewhere" node (all logits 0, pad -5) every unknown prefix goes to.
-    """
+    """spectra[b] = [(generation-order ids incl. `$`, logit of each)] -> (next [NODES, V] int32,
+    logits [NODES, V] f32, root [BATCH] int32). Node 0 is "elsewhere": logits 0, pad -5 and `$`
+    1 (else its equal logits tie and the lowest ids win every beam slot, so nothing ends)."""
     nxt = np.zeros((NODES, VOCAB), np.int32)
     logits = np.zeros((NODES, VOCAB), np.float32)
     logits[:, 0] = -5.0
+    logits[0, STOP] = 1.0
     roots, count = [], 1
     for paths in spectra + [[]] * (BATCH - len(spectra)):
         root, count = count, count + 1
@@ -81,39 +113,65 @@ def build_trie(spectra: list[list[tuple[list[int], list[float]]]]):
     return jnp.asarray(nxt), jnp.asarray(logits), jnp.asarray(roots, jnp.int32)
 
 
+EMPTY_TRIE = build_trie([])
+
+
 @functools.partial(
-    jax.jit, static_argnames=("beam", "reverse", "compat", "filt", "min_length", "max_length")
+    jax.jit, static_argnames=("beam",), compiler_options=FAST_COMPILE
 )
-def search_trie(tables, mz_B, z_B, *, beam, reverse, compat, filt, min_length=6, max_length=MAX_LEN):
-    nxt, logits, root_B = tables
+def search(trie, seed_B, parts, z_B, rules, *, beam):
+    """One search over the trie (rules["hash"] False) or the hash decoder (True)."""
+    nxt, trie_logits, root_B = trie
+    is_mod_V = jnp.asarray(IS_MOD)
 
-    def step(tok_N, node_N):
-        node_N = nxt[node_N, tok_N]
-        return logits[node_N], node_N
+    def logits(c):
+        from_hash = hash_logits(c["h"], c["len"], is_mod_V, rules["offset"])
+        return jnp.where(rules["hash"], from_hash, trie_logits[c["node"]])
 
-    return ar_beam_search(
+    def step(tok_N, c):
+        c = {"node": nxt[c["node"], tok_N], "h": _push(c["h"], tok_N), "len": c["len"] + 1}
+        return logits(c), c
+
+    h0 = _mix(seed_B.astype(jnp.uint32))
+    cache = {"node": root_B, "h": h0, "len": jnp.zeros(h0.shape, jnp.int32)}
+    run = ar_greedy if beam == 1 else functools.partial(ar_beam_search, beam_size=beam)
+    return run(
         step,
-        logits[root_B],
-        root_B,
-        precursor_mz_B=mz_B,
+        logits(cache),
+        cache,
+        precursor_mz_B=parts,
         charge_B=z_B,
         residues=RES,
-        beam_size=beam,
-        max_length=max_length,
-        min_length=min_length,
-        reverse=reverse,
-        precursor_filter=filt,
-        casanovo_compatible=compat,
+        max_length=MAX_LEN,
+        min_length=rules["min_length"],
+        reverse=rules["reverse"],
+        precursor_filter=rules["filter"],
+        casanovo_compatible=rules["compat"],
     )
 
 
-def run_trie(spectra, mz, z, **statics):
-    mz = list(mz) + [500.0] * (BATCH - len(mz))
-    z = list(z) + [2] * (BATCH - len(z))
-    mz64 = np.asarray(mz, np.float64)
-    result = search_trie(build_trie(spectra), mz64, np.asarray(z), **statics)
-    preds = to_predictions(result, residues=RES, reverse=statics["reverse"], charge_B=z)
-    return preds[: len(spectra)], result
+def run_search(*, mz, z, beam, reverse, compat, filt, trie=None, offset=0.0, min_length=6):
+    """Predictions for len(mz) spectra; the hash decoder when `trie` is None."""
+    n = len(mz)
+    mz64 = np.asarray(list(mz) + [500.0] * (BATCH - n), np.float64)
+    z_all = np.asarray(list(z) + [2] * (BATCH - n))
+    rules = {
+        "hash": jnp.bool_(trie is None),
+        "offset": jnp.float32(offset),
+        "min_length": jnp.int32(min_length),
+        "reverse": jnp.bool_(reverse),
+        "filter": jnp.bool_(filt),
+        "compat": jnp.bool_(compat),
+    }
+    result = search(
+        EMPTY_TRIE if trie is None else build_trie(trie),
+        jnp.asarray(hash_seeds(mz64)),
+        mz_parts(mz64),
+        jnp.asarray(z_all),
+        rules,
+        beam=beam,
+    )
+    return to_predictions(result, residues=RES, reverse=reverse, charge_B=z_all)[:n]
 
 
 def oracle_path(peptide: str, reverse: bool, logit: float = 10.0):
@@ -123,18 +181,23 @@ def oracle_path(peptide: str, reverse: bool, logit: float = 10.0):
     return tokens + [STOP], [logit] * (len(tokens) + 1)
 
 
-TRYPTIC = [  # (peptide, charge)
-    ("LGEYGFQNALIVR", 2),
-    ("YLYEIAR", 2),
+def mz_of(peptide: str, charge: int) -> float:
+    return precursor_mz(RES.peptide_mass(peptide), charge)
+
+
+def softmax_target(logit: float) -> float:
+    """Probability of a trie token with `logit` when the others are 0 and pad -5."""
+    return float(np.exp(logit) / (np.exp(logit) + VOCAB - 2 + np.exp(-5.0)))
+
+
+TRYPTIC = [  # (peptide, charge); I is read as L
+    ("LGEYGFQNALLVR", 2),
+    ("YLYELAR", 2),
     ("C+57.021AM+15.995ADDLK", 2),
-    ("+42.011SDKPDM+15.995AEIEK", 3),
+    ("+42.011SDKPDM+15.995AELEK", 3),
     ("HPEYAVSVLLR", 3),
     ("VPQVSTPTLVEVSR", 2),
 ]
-
-
-def mz_of(peptide: str, charge: int) -> float:
-    return precursor_mz(RES.peptide_mass(peptide), charge)
 
 
 # (1) oracle probabilities -------------------------------------------------------------------
@@ -143,19 +206,24 @@ def mz_of(peptide: str, charge: int) -> float:
 @pytest.mark.parametrize("compat,filt", MODES)
 @pytest.mark.parametrize("beam", [1, 5])
 def test_oracle_probabilities_return_the_peptides_matching_the_precursor(compat, filt, beam):
-    spectra = [[oracle_path(p, reverse=True)] for p, _ in TRYPTIC]
-    mz = [mz_of(p, z) for p, z in TRYPTIC]
-    preds, _ = run_trie(
-        spectra, mz, [z for _, z in TRYPTIC], beam=beam, reverse=True, compat=compat, filt=filt
+    preds = run_search(
+        trie=[[oracle_path(p, reverse=True)] for p, _ in TRYPTIC],
+        mz=[mz_of(p, z) for p, z in TRYPTIC],
+        z=[z for _, z in TRYPTIC],
+        beam=beam,
+        reverse=True,
+        compat=compat,
+        filt=filt,
     )
-    p_target = np.exp(10.0) / (np.exp(10.0) + VOCAB - 2 + np.exp(-5.0))
+    p_target = softmax_target(10.0)
     for (peptide, z), pred in zip(TRYPTIC, preds):
-        assert pred.peptide == peptide
+        assert pred is not None and pred.peptide == peptide
         assert pred.matches_precursor
         assert pred.calc_mz == pytest.approx(mz_of(peptide, z), abs=1e-9)
         np.testing.assert_allclose(pred.aa_scores, p_target, rtol=1e-5)
-        n = len(RES.parse(peptide))
-        expected = p_target if filt else p_target ** (n + 1)
+        n_tokens = len(RES.parse(peptide))
+        # Casanovo 4 with the filter: mean probability; Casanovo 5: the product, `$` included.
+        expected = p_target if filt else p_target ** (n_tokens + 1)
         assert pred.score == pytest.approx(expected, rel=1e-4)
 
 
@@ -164,56 +232,48 @@ def test_oracle_probabilities_return_the_peptides_matching_the_precursor(compat,
 
 @pytest.mark.parametrize("reverse", [True, False])
 def test_matching_flag_agrees_with_float64_ppm_at_the_tolerance_edge(reverse):
-    """Precursors 49.99 / 50.01 ppm away from the peptide at isotope 0 or 1: the flag is
-    |ppm| <= 50 at some isotope, computed in float64, and a flagged peptide is within it."""
-    peptide, charge = "LGEYGFQNALIVR", 2
+    """Precursors 49.99 / 50.01 ppm from the peptide at isotope 0 or 1: the flag is |ppm| <= 50
+    at some isotope as float64 computes it (a float32 sum of masses would be ~0.1 ppm off)."""
+    peptide, charge = "LGEYGFQNALLVR", 2
     exact = mz_of(peptide, charge)
-    cases = []
+    mz = []
     for iso, ppm in itertools.product((0, 1), (-50.01, -49.99, 49.99, 50.01)):
-        # calc_mz - (obs - iso*C13/z) = ppm*obs/1e6  =>  obs = (calc + iso*C13/z) / (1 + ppm/1e6)
-        cases.append((exact + iso * C13_SHIFT / charge) / (1 + ppm / 1e6))
+        # calc - (obs - iso*C13/z) = ppm * obs / 1e6  =>  obs = (calc + iso*C13/z) / (1 + ppm/1e6)
+        mz.append((exact + iso * C13_SHIFT / charge) / (1 + ppm / 1e6))
+    preds = run_search(
+        trie=[[oracle_path(peptide, reverse)]] * len(mz),
+        mz=mz,
+        z=[charge] * len(mz),
+        beam=5,
+        reverse=reverse,
+        compat=False,
+        filt=True,
+    )
     flags = []
-    for batch in (cases[:BATCH], cases[BATCH:]):
-        preds, _ = run_trie(
-            [[oracle_path(peptide, reverse)]] * len(batch),
-            batch,
-            [charge] * len(batch),
-            beam=5,
-            reverse=reverse,
-            compat=False,
-            filt=True,
-        )
-        for obs, pred in zip(batch, preds):
-            ppms = [ppm_error(pred.calc_mz, obs, charge, iso) for iso in (0, 1)]
-            want = any(abs(p) <= 50 for p in ppms)
-            assert pred.matches_precursor == want, (obs, ppms)
-            flags.append(want)
-            if want:
-                assert pred.peptide == peptide
+    for obs, pred in zip(mz, preds):
+        ppms = [ppm_error(pred.calc_mz, obs, charge, iso) for iso in (0, 1)]
+        flags.append(any(abs(p) <= 50 for p in ppms))
+        assert pred.matches_precursor == flags[-1], (obs, ppms)
+        if flags[-1]:
+            assert pred.peptide == peptide
     assert flags == [False, True, True, False] * 2
 
 
 def test_every_peptide_flagged_as_matching_is_within_50_ppm():
-    """Random hash model, precursors of random peptides: check every returned flag."""
+    """The hash decoder with precursors of random peptides, in every mode: each flag is right."""
     rng = np.random.default_rng(5)
-    res = HASH_RES
     mz, z = [], []
-    for _ in range(HASH_BATCH):
-        length = int(rng.integers(6, 12))
-        pep = [res.tokens[i] for i in rng.integers(0, 20, size=length)]
+    for _ in range(BATCH):
+        pep = [RES.tokens[i] for i in rng.integers(0, 20, size=int(rng.integers(6, 12)))]
         z.append(int(rng.integers(2, 4)))
-        mz.append(precursor_mz(res.peptide_mass(pep), z[-1]))
-    result = search_hash(
-        jnp.asarray(_hash_seeds(mz)), np.asarray(mz), np.asarray(z), 2.0, beam=5, reverse=True,
-        compat=False, filt=True
-    )
-    checked = 0
-    for pred, obs, charge in zip(to_predictions(result, residues=res, reverse=True, charge_B=z),
-                                 mz, z):
-        ppms = [ppm_error(pred.calc_mz, obs, charge, iso) for iso in (0, 1)]
-        assert pred.matches_precursor == any(abs(p) <= 50 for p in ppms)
-        checked += 1
-    assert checked == HASH_BATCH
+        mz.append(precursor_mz(RES.peptide_mass(pep), z[-1]))
+    for compat, filt in itertools.product((False, True), repeat=2):
+        preds = run_search(mz=mz, z=z, beam=5, reverse=True, compat=compat, filt=filt, offset=2.0)
+        for pred, obs, charge in zip(preds, mz, z):
+            if pred is None:
+                continue
+            ppms = [ppm_error(pred.calc_mz, obs, charge, iso) for iso in (0, 1)]
+            assert pred.matches_precursor == any(abs(p) <= 50 for p in ppms)
 
 
 # (4) precursor miss penalty -----------------------------------------------------------------
@@ -221,27 +281,27 @@ def test_every_peptide_flagged_as_matching_is_within_50_ppm():
 
 @pytest.mark.parametrize("compat", [False, True])
 def test_precursor_miss_costs_one_and_loses_to_a_fitting_peptide(compat):
-    fits, misses = "LGEYGFQNALIVR", "LGEYGFQNALVVR"  # I -> V: 14 Da light
+    fits, misses = "LGEYGFQNALLVR", "LGEYGFQNALVVR"  # L -> V: 14 Da light
     z = 2
     mz = mz_of(fits, z)
     path_fit, logit_fit = oracle_path(fits, reverse=True)
     path_miss, logit_miss = oracle_path(misses, reverse=True)
-    # Reversed: R V V ... vs R V I ...: the paths part at the third token, where the miss is
-    # more probable; after it both are near certain.
+    # Generated C->N, R V L ... and R V V ... part at the third token, where the miss is more
+    # probable; after it both are near certain.
     logit_fit[2], logit_miss[2] = 6.0, 7.0
     both = [(path_miss, logit_miss), (path_fit, logit_fit)]
     only_miss = [(path_miss, logit_miss)]
-    kw = dict(beam=3, reverse=True, compat=compat)
-    (with_filter, alone), _ = run_trie([both, only_miss], [mz, mz], [z, z], filt=True, **kw)
-    (no_filter, _), _ = run_trie([both, only_miss], [mz, mz], [z, z], filt=False, **kw)
+    kw = dict(trie=[both, only_miss], mz=[mz, mz], z=[z, z], beam=3, reverse=True, compat=compat)
+    with_filter, alone = run_search(filt=True, **kw)
+    no_filter, _ = run_search(filt=False, **kw)
 
     assert with_filter.peptide == fits and with_filter.matches_precursor
     assert no_filter.peptide == misses and not no_filter.matches_precursor
     assert alone.peptide == misses and not alone.matches_precursor
-    # Casanovo 4's score: mean probability with `$`, minus 1 on a miss.
-    assert alone.score == pytest.approx(np.mean(alone.aa_scores.tolist() + [alone.aa_scores[0]])
-                                        - 1.0, abs=1e-3)
-    assert -1.0 < alone.score < 0.0 < with_filter.score
+    # Casanovo 4's score: mean probability, `$` included, minus 1 on a miss.
+    with_stop = alone.aa_scores.tolist() + [softmax_target(10.0)]
+    assert alone.score == pytest.approx(np.mean(with_stop) - 1.0, abs=1e-5)
+    assert with_filter.score > 0.0 > alone.score > -1.0
 
 
 # (5) minimum length and N-terminal modifications --------------------------------------------
@@ -250,26 +310,38 @@ def test_precursor_miss_costs_one_and_loses_to_a_fitting_peptide(compat):
 @pytest.mark.parametrize("compat,filt", MODES)
 @pytest.mark.parametrize("reverse", [True, False])
 def test_min_length_and_nterm_modification_rules(compat, filt, reverse):
-    mod, r = "+42.011", RES.parse
-    short = r("PEPK")  # 4 tokens: too short
-    internal = r("PEPTIDEK")[:3] + [mod] + r("PEPTIDEK")[3:]  # modification inside
-    doubled = [mod, mod] + r("PEPTIDEK")  # two modifications
-    good = [mod] + r("PEPTIDEK")
-    paths = []
-    for tokens in (short, internal, doubled, good):
+    mod, body = "+42.011", RES.parse("PEPTLDEK")
+    peptides = [
+        RES.parse("PEPK"),  # too short
+        body[:3] + [mod] + body[3:],  # modification inside
+        [mod, mod] + body,  # two modifications
+        [mod] + body,  # fine
+    ]
+    trie = []
+    for tokens in peptides:
         seq = ids(tokens)[::-1] if reverse else ids(tokens)
-        paths.append([(seq + [STOP], [10.0] * (len(seq) + 1))])
-    mz = [precursor_mz(RES.peptide_mass(t), 2) for t in (short, internal, doubled, good)]
-    preds, _ = run_trie(paths, mz, [2] * 4, beam=5, reverse=reverse, compat=compat, filt=filt)
+        trie.append([(seq + [STOP], [10.0] * (len(seq) + 1))])
+    mz = [precursor_mz(RES.peptide_mass(t), 2) for t in peptides]
+    preds = run_search(trie=trie, mz=mz, z=[2] * 4, beam=5, reverse=reverse, compat=compat,
+                       filt=filt)
     for pred in preds:
-        if pred is None:  # Casanovo-compatible search may keep nothing
-            assert compat
+        # Casanovo 5 may keep nothing once it discards; with the filter, every beam from the
+        # short peptide's prefix passes its precursor before 6 tokens and is dropped.
+        if pred is None:
+            assert compat or filt
             continue
         assert len(pred.tokens) >= 6, pred.peptide
         mods = [i for i, t in enumerate(pred.tokens) if t in RES.nterm]
         assert mods in ([], [0]), pred.peptide
-    assert preds[3] is not None and preds[3].peptide == "+42.011PEPTIDEK"
+    assert preds[3] is not None and preds[3].peptide == "+42.011PEPTLDEK"
     assert preds[0] is None or preds[0].peptide != "PEPK"
+
+
+def test_min_length_is_a_parameter():
+    short = "PEPK"
+    preds = run_search(trie=[[oracle_path(short, True)]], mz=[mz_of(short, 2)], z=[2], beam=3,
+                       reverse=True, compat=False, filt=True, min_length=4)
+    assert preds[0].peptide == short and preds[0].matches_precursor
 
 
 # (6) reversed decoding ----------------------------------------------------------------------
@@ -277,115 +349,47 @@ def test_min_length_and_nterm_modification_rules(compat, filt, reverse):
 
 @pytest.mark.parametrize("compat", [False, True])
 def test_reversed_decoding_returns_n_to_c_order_with_aligned_scores(compat):
-    peptide = "+42.011SDKPDM+15.995AEIEK"
+    peptide = "+42.011SDKPDM+15.995AELEK"
     tokens = RES.parse(peptide)
-    gen = ids(tokens)[::-1]  # C->N: K E I E A M+15.995 D P K D S +42.011
+    gen = ids(tokens)[::-1]  # K E L E A M+15.995 D P K D S +42.011
     lg = [4.0 + 0.5 * i for i in range(len(gen))] + [12.0]
-    mz = mz_of(peptide, 3)
-    (pred,), _ = run_trie([[(gen + [STOP], lg)]], [mz], [3], beam=5, reverse=True,
-                          compat=compat, filt=False)
+    (pred,) = run_search(trie=[[(gen + [STOP], lg)]], mz=[mz_of(peptide, 3)], z=[3], beam=5,
+                         reverse=True, compat=compat, filt=False)
     assert pred.peptide == peptide and pred.tokens == tuple(tokens)
-    # Generation step i has probability softmax(lg[i]); N->C reverses them.
-    probs = [np.exp(x) / (np.exp(x) + VOCAB - 2 + np.exp(-5.0)) for x in lg[:-1]]
+    # Generation step i has probability softmax(lg[i]); N->C order reverses them.
+    probs = [softmax_target(x) for x in lg[:-1]]
     np.testing.assert_allclose(pred.aa_scores, probs[::-1], rtol=1e-5)
-    merged = merge_nterm_scores(pred, RES)
+    merged = merge_nterm_scores(pred, RES)  # as Casanovo's mzTab writer stores them
     assert len(merged) == len(tokens) - 1
     assert merged[0] == pytest.approx(pred.aa_scores[0] * pred.aa_scores[1])
 
 
 # ---------------------------------------------------------------------------------------------
-# Hash model: Casanovo parity and exhaustive search
+# Casanovo parity
 # ---------------------------------------------------------------------------------------------
-
-# The fixture's vocabulary: Casanovo's tokenizer also holds depthcharge's plain C; I -> L.
-HASH_RES = Residues(masses={**CASANOVO_MASSES, "C": 103.009184505}, replace_isoleucine=True)
-HASH_BATCH = 10
-
-
-def _mix(h):
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-def _hash_seeds(mz) -> np.ndarray:
-    """The fixture's spectrum seed: round(float32 m/z * 1000)."""
-    return np.rint(np.asarray(mz, np.float32).astype(np.float64) * 1000).astype(np.uint32)
-
-
-def hash_model(residues: Residues, seed_B, offset):
-    """(first_logits, cache, step_fn) of the fixture's hash decoder (see its docstring)."""
-    vocab = len(residues.tokens) + 2
-    is_mod = jnp.asarray([False] + [t in residues.nterm for t in residues.tokens] + [False])
-
-    def logits(h_N, length_N):
-        v = jnp.arange(vocab, dtype=jnp.uint32)
-        u = _mix(h_N[:, None] ^ (v * jnp.uint32(0x27D4EB2F) + jnp.uint32(0x165667B1)))
-        x = ((u >> 8) & 0xFFFFF).astype(jnp.float32) / 2.0**17 - 4.0
-        x = x.at[:, 1 : vocab - 1].add(offset)
-        x = x.at[:, 0].add(-1.0)
-        x = jnp.where(is_mod[None, :], x - 2.0, x)
-        return x.at[:, vocab - 1].add((length_N.astype(jnp.float32) - 9.0) * 0.75)
-
-    def step(tok_N, cache):
-        h = _mix(cache["h"] * jnp.uint32(0x9E3779B1) + tok_N.astype(jnp.uint32) + jnp.uint32(1))
-        n = cache["len"] + 1
-        return logits(h, n), {"h": h, "len": n}
-
-    h0 = _mix(jnp.asarray(seed_B, jnp.uint32))
-    cache = {"h": h0, "len": jnp.zeros(h0.shape, jnp.int32)}
-    return logits(h0, cache["len"]), cache, step
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=("beam", "reverse", "compat", "filt", "max_length", "min_length", "tiny"),
-)
-def search_hash(seed_B, mz_B, z_B, offset, *, beam, reverse, compat, filt, max_length=30,
-                min_length=6, tiny=False):
-    residues = TINY_RES if tiny else HASH_RES
-    first, cache, step = hash_model(residues, seed_B, offset)
-    search = ar_greedy if beam == 1 else functools.partial(ar_beam_search, beam_size=beam)
-    return search(
-        step,
-        first,
-        cache,
-        precursor_mz_B=mz_B,
-        charge_B=z_B,
-        residues=residues,
-        max_length=max_length,
-        min_length=min_length,
-        reverse=reverse,
-        precursor_filter=filt,
-        casanovo_compatible=compat,
-    )
-
-
-def _fixture():
-    return json.loads(FIXTURE.read_text())
 
 
 @pytest.mark.parametrize("reverse", [True, False])
 @pytest.mark.parametrize("beam", [1, 3, 5])
 def test_casanovo_compatible_search_equals_casanovo_5_2_1(reverse, beam):
-    """Casanovo's own beam_search_decode on the same logits (fixture): same peptide (or none),
-    score and aa_scores, in both logit regimes (see make_ar_search_fixtures.py)."""
-    fx = _fixture()
-    assert list(HASH_RES.tokens) == fx["tokens"]
-    mz, z = np.asarray(fx["precursor_mz"]), np.asarray(fx["charge"])
-    seeds = jnp.asarray(_hash_seeds(mz))
-    for case in fx["cases"]:
-        if case["reverse"] != reverse or case["beam"] != beam:
-            continue
-        result = search_hash(
-            seeds, mz, z, fx["regimes"][case["regime"]], beam=beam, reverse=reverse,
-            compat=True, filt=False, max_length=fx["max_peptide_len"],
-            min_length=fx["min_peptide_len"],
+    """Casanovo's own beam_search_decode on the same logits: the same peptide (or none), score
+    and aa_scores, in both logit regimes of make_ar_search_fixtures.py."""
+    fx = json.loads(FIXTURE.read_text())
+    assert list(RES.tokens) == fx["tokens"]
+    assert (fx["max_peptide_len"], fx["min_peptide_len"]) == (MAX_LEN, 6)
+    cases = [c for c in fx["cases"] if c["reverse"] == reverse and c["beam"] == beam]
+    assert len(cases) == 2
+    for case in cases:
+        preds = run_search(
+            mz=fx["precursor_mz"],
+            z=fx["charge"],
+            beam=beam,
+            reverse=reverse,
+            compat=True,
+            filt=False,
+            offset=fx["regimes"][case["regime"]],
         )
-        preds = to_predictions(result, residues=HASH_RES, reverse=reverse, charge_B=z)
-        for i, (got, want) in enumerate(zip(preds, case["predictions"])):
+        for i, (got, want) in enumerate(zip(preds, case["predictions"], strict=True)):
             where = f"{case['regime']} spectrum {i}"
             if want is None:
                 assert got is None, where
@@ -395,91 +399,197 @@ def test_casanovo_compatible_search_equals_casanovo_5_2_1(reverse, beam):
             np.testing.assert_allclose(got.aa_scores, want["aa_scores"], atol=2e-6, err_msg=where)
 
 
-# (3) exhaustive search on a tiny vocabulary --------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# (3) exhaustive search on a tiny vocabulary
+# ---------------------------------------------------------------------------------------------
 
-TINY_RES = Residues(
-    masses={"G": 57.021464, "A": 71.037114, "S": 87.032028, "-17.027": -17.026549}
-)
+TINY = Residues(masses={"G": 57.021464, "A": 71.037114, "S": 87.032028, "-17.027": -17.026549})
+TINY_STOP = len(TINY.tokens) + 1
+TINY_MOD = TINY.tokens.index("-17.027") + 1
+TINY_IS_MOD = np.arange(TINY_STOP + 1) == TINY_MOD
 
 
-def _exhaustive(seed: int, mz: float, z: int, offset: float, *, reverse, filt, max_length,
-                min_length):
-    """Best (score, N->C tokens) over every peptide, by the default rules (module doc)."""
-    res = TINY_RES
-    stop, mod = len(res.tokens) + 1, res.tokens.index("-17.027") + 1
-    mass = {i + 1: res.mass(t) for i, t in enumerate(res.tokens)}
-    first, cache, step = hash_model(res, np.asarray([seed], np.uint32), offset)
-    step = jax.jit(step)
+def tiny_model(seed_B):
+    is_mod_V = jnp.asarray(TINY_IS_MOD)
 
-    def ppm(m):
-        calc = precursor_mz(m, z)
-        return [ppm_error(calc, mz, z, iso) for iso in (0, 1)]
+    def step(tok_N, c):
+        c = {"h": _push(c["h"], tok_N), "len": c["len"] + 1}
+        return hash_logits(c["h"], c["len"], is_mod_V, 0.5), c
 
+    h0 = _mix(jnp.asarray(seed_B, jnp.uint32))
+    cache = {"h": h0, "len": jnp.zeros(h0.shape, jnp.int32)}
+    return hash_logits(h0, cache["len"], is_mod_V, 0.5), cache, step
+
+
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def tiny_search(seed_B, parts, z_B, filt):
+    first, cache, step = tiny_model(seed_B)
+    return ar_beam_search(step, first, cache, precursor_mz_B=parts, charge_B=z_B, residues=TINY,
+                          beam_size=800, max_length=5, min_length=2, reverse=True,
+                          precursor_filter=filt, casanovo_compatible=False)
+
+
+def _np_mix(h):
+    """_mix in NumPy on uint64 arrays (or Python ints), wrapping to uint32 like the fixture."""
+    m = 0xFFFFFFFF
+    h = h & m
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & m
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & m
+    return h ^ (h >> 16)
+
+
+def _np_probs(h: int, length: int) -> np.ndarray:
+    """Softmax of the tiny hash decoder's logits after a prefix with hash h, in NumPy."""
+    v = np.arange(TINY_STOP + 1, dtype=np.uint64)
+    u = _np_mix(np.uint64(h) ^ ((v * np.uint64(0x27D4EB2F) + np.uint64(0x165667B1)) & 0xFFFFFFFF))
+    x = ((u >> np.uint64(8)) & np.uint64(0xFFFFF)).astype(np.float32) / np.float32(2**17) - 4
+    x[1:TINY_STOP] += np.float32(0.5)
+    x[0] -= 1
+    x[TINY_IS_MOD] -= 2
+    x[TINY_STOP] += np.float32((length - 9.0) * 0.75)
+    e = np.exp(x.astype(np.float64) - x.max())
+    return e / e.sum()
+
+
+def exhaustive(seed: int, mz: float, z: int, *, filt: bool, max_length=5, min_length=2):
+    """Best (score, N->C tokens) over every peptide the default rules allow (reversed)."""
+    mass = {i + 1: TINY.mass(t) for i, t in enumerate(TINY.tokens)}
     best = (-np.inf, None)
 
-    def visit(prefix, probs, logits, c):
+    def fits(m, extra=0.0):
+        ppms = [ppm_error(precursor_mz(m + extra, z), mz, z, iso) for iso in (0, 1)]
+        return any(abs(p) <= 50 for p in ppms), all(p > 50 for p in ppms)
+
+    def keep(score, seq):
         nonlocal best
-        p_V = np.asarray(jax.nn.softmax(logits[0]))
+        if score > best[0]:
+            best = (score, seq)
+
+    def visit(prefix, probs, h):
+        p_V = _np_probs(h, len(prefix))
         pos = len(prefix)
-        for tok in range(1, stop + 1):
-            if reverse and prefix and prefix[-1] == mod and tok != stop:
+        for tok in range(1, TINY_STOP + 1):
+            if prefix and prefix[-1] == TINY_MOD and tok != TINY_STOP:
                 continue  # reversed, the modification is the last token before `$`
-            if tok == stop and (pos == 0 or pos < min_length):
+            if tok == TINY_STOP and (pos == 0 or pos < min_length):
                 continue
-            if tok == mod:
-                if pos == 0:
-                    ok = not reverse or min_length <= 1
-                else:
-                    ok = reverse and mod not in prefix and pos + 1 >= min_length
-                if not ok:
-                    continue
+            if tok == TINY_MOD and not (TINY_MOD not in prefix and pos + 1 >= min_length):
+                continue
             seq, pr = prefix + [tok], probs + [float(p_V[tok])]
-            m = sum(mass[t] for t in seq if t != stop) + 18.0105647
-            if tok == stop:
-                fits = any(abs(x) <= 50 for x in ppm(m))
+            m = sum(mass[t] for t in seq if t != TINY_STOP) + 18.0105647
+            if tok == TINY_STOP:
                 if filt:
-                    score = np.mean(pr) - (0.0 if fits else 1.0)
+                    keep(np.mean(pr) - (0.0 if fits(m)[0] else 1.0), seq[:-1])
                 else:
-                    score = float(np.prod(np.clip(np.float32(pr), np.finfo(np.float64).eps, 1)))
-                if score > best[0]:
-                    best = (score, seq[:-1])
+                    keep(float(np.prod(np.clip(pr, np.finfo(np.float64).eps, 1))), seq[:-1])
                 continue
-            if filt:
-                corr = min(0.0, res.mass("-17.027")) if reverse and mod not in seq else 0.0
-                if all(x > 50 for x in ppm(m + corr)):
+            if filt:  # terminated once past the precursor even with the -17 Da modification
+                extra = TINY.mass("-17.027") if TINY_MOD not in seq else 0.0
+                if fits(m, extra)[1]:
                     if len(seq) >= min_length:
-                        score = np.mean(pr + [0.0]) - 1.0
-                        if score > best[0]:
-                            best = (score, seq)
+                        keep(np.mean(pr + [0.0]) - 1.0, seq)
                     continue
             if pos + 1 < max_length:
-                lg, c2 = step(jnp.asarray([tok], jnp.int32), c)
-                visit(seq, pr, lg, c2)
+                visit(seq, pr, _np_mix(h * 0x9E3779B1 + tok + 1))
 
-    visit([], [], first, cache)
+    visit([], [], _np_mix(seed))
     score, seq = best
-    names = [res.tokens[t - 1] for t in (seq or [])]
-    return score, tuple(names[::-1] if reverse else names)
+    return score, tuple(TINY.tokens[t - 1] for t in reversed(seq))
 
 
 @pytest.mark.parametrize("filt", [True, False])
 def test_wide_beam_search_equals_exhaustive_search(filt):
-    max_length, min_length, reverse = 5, 2, True  # up to 4 tokens
-    res = TINY_RES
+    """Beam 800 holds every live prefix of <= 4 tokens over G, A, S, -17.027: the search must
+    then return the best peptide by its scoring rules."""
     rng = np.random.default_rng(3)
-    mz, z = [], []
+    mz = []
     for _ in range(3):
-        pep = [res.tokens[i] for i in rng.integers(0, 3, size=int(rng.integers(2, 5)))]
-        z.append(2)
-        mz.append(precursor_mz(res.peptide_mass(pep), 2))
-    seeds = _hash_seeds(mz)
-    result = search_hash(
-        jnp.asarray(seeds), np.asarray(mz), np.asarray(z), 0.5, beam=800, reverse=reverse,
-        compat=False, filt=filt, max_length=max_length, min_length=min_length, tiny=True,
-    )
-    preds = to_predictions(result, residues=res, reverse=reverse, charge_B=z)
+        pep = [TINY.tokens[i] for i in rng.integers(0, 3, size=int(rng.integers(2, 5)))]
+        mz.append(precursor_mz(TINY.peptide_mass(pep), 2))
+    z = [2, 2, 2]
+    seeds = hash_seeds(mz)
+    result = tiny_search(jnp.asarray(seeds), mz_parts(np.asarray(mz)), jnp.asarray(z),
+                         jnp.bool_(filt))
+    preds = to_predictions(result, residues=TINY, reverse=True, charge_B=z)
+    matched = 0
     for i, pred in enumerate(preds):
-        score, tokens = _exhaustive(int(seeds[i]), mz[i], z[i], 0.5, reverse=reverse, filt=filt,
-                                    max_length=max_length, min_length=min_length)
+        score, tokens = exhaustive(int(seeds[i]), mz[i], z[i], filt=filt)
         assert pred is not None and pred.tokens == tokens, (i, pred, tokens, score)
-        assert pred.score == pytest.approx(score, rel=1e-5)
+        assert pred.score == pytest.approx(score, rel=1e-5, abs=1e-7)
+        matched += pred.matches_precursor
+    assert not filt or matched  # the precursor peptides are reachable: some fit
+
+
+# ---------------------------------------------------------------------------------------------
+# On the peptide model's cache
+# ---------------------------------------------------------------------------------------------
+
+
+def test_search_on_a_tiny_peptide_model_scores_what_teacher_forcing_gives():
+    """Beam 3 through PeptideModel.ar_init_cache / ar_step (hybrid, random weights): every
+    kept token's probability, and the score, equal the teacher-forced decoder's on the
+    returned tokens, so beams read the right cache rows."""
+    from flax import traverse_util
+    from flax.linen import meta
+
+    from zoo.models import peptide
+    from zoo.models.peptide import PeptideConfig, PeptideModel
+
+    cfg = PeptideConfig(mode="hybrid", n_residues=len(RES.tokens), d_model=16, n_heads=2,
+                        d_ff=32, encoder_layers=1, ar_layers=1, nar_layers=1, nar_slots=8,
+                        max_peptide_len=12)
+    model = PeptideModel(cfg)
+    n, peaks = 4, 6
+    rng = np.random.default_rng(0)
+    mz = np.sort(rng.uniform(50, 1500, (n, peaks)), axis=1).astype(np.float32)
+    intensity = rng.uniform(0.01, 1, (n, peaks)).astype(np.float32)
+    charge = np.array([2, 3, 2, 2], np.int32)
+    prec_mz = rng.uniform(400, 900, n)
+    mass = ((prec_mz - 1.007276) * charge).astype(np.float32)
+    tokens0 = np.zeros((n, cfg.max_peptide_len), np.int32)
+
+    # Random parameters drawn with NumPy on the abstract init (no compiled init).
+    boxed = jax.eval_shape(model.init, jax.random.key(0), mz, intensity, mass, charge, tokens0)
+    params = {}
+    for key, leaf in traverse_util.flatten_dict(meta.unbox(boxed["params"]), sep="/").items():
+        if key.endswith("/terms"):
+            params[key] = peptide.float_encoder_terms(leaf.shape[0], 1.0, 1e4)
+        elif key.endswith("/scale"):
+            params[key] = np.ones(leaf.shape, np.float32)
+        else:
+            params[key] = 0.3 * rng.standard_normal(leaf.shape).astype(np.float32)
+    params["ar_output/bias"][cfg.stop_id] += 2.0  # so that beams end within 12 tokens
+    params = traverse_util.unflatten_dict(params, sep="/")
+
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def decode(params, parts):
+        v = {"params": params}
+        memory, mask = model.apply(v, mz, intensity, method=PeptideModel.encode)
+        states, _ = model.apply(v, memory, mask, mass, charge, method=PeptideModel.nar)
+        first, cache = model.apply(v, mass, charge, memory, mask, states, cfg.max_peptide_len,
+                                   method=PeptideModel.ar_init_cache)
+
+        def step(tok_N, c):
+            return model.apply(v, tok_N, c, method=PeptideModel.ar_step)
+
+        result = ar_beam_search(step, first, cache, precursor_mz_B=parts, charge_B=charge,
+                                residues=RES, beam_size=3, max_length=cfg.max_peptide_len,
+                                reverse=cfg.reverse, precursor_filter=False)
+        # Teacher forcing on the kept tokens (generation order) and `$`, zero-padded: the
+        # decoder is causal, so the padding does not change earlier positions.
+        pos_T = jnp.arange(cfg.max_peptide_len)
+        fed = jnp.where(pos_T < result.length_B[:, None], result.tokens_BxT, 0)
+        fed = jnp.where(pos_T == result.length_B[:, None], STOP, fed)
+        logits = model.apply(v, fed, mass, charge, memory, mask, states, method=PeptideModel.ar)
+        return result, fed, jax.nn.softmax(logits)
+
+    result, fed, probs = jax.device_get(decode(params, mz_parts(prec_mz)))
+    assert result.found_B.sum() >= 2
+    for b in np.flatnonzero(result.found_B):
+        length = result.length_B[b]
+        want = probs[b, np.arange(length + 1), fed[b, : length + 1]]
+        np.testing.assert_allclose(result.prob_BxT[b, :length], want[:-1], rtol=2e-5)
+        score = np.prod(np.clip(want, np.finfo(np.float64).eps, 1))
+        assert result.score_B[b] == pytest.approx(score, rel=1e-4)

@@ -58,6 +58,15 @@ def test_modes_and_thresholds_equal_casanovo(casanovo, mode):
     assert got == casanovo[mode]
 
 
+def test_threshold_edges_equal_casanovo(casanovo):
+    # Synthetic masses within 0.002-0.05 Da of the 0.1 and 0.5 Da thresholds.
+    pairs = casanovo["edge_pairs"]
+    batch, _, _ = aa_match_batch(
+        [t for t, _ in pairs], [p for _, p in pairs], casanovo["edge_masses"]
+    )
+    assert [_flags(r) for r in batch] == casanovo["edge_best"]
+
+
 def test_evaluate_equals_casanovo_metrics(casanovo):
     pairs = casanovo["pairs"]
     got = evaluate([t for t, _, _ in pairs], [p for _, p, _ in pairs])

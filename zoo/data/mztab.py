@@ -131,31 +131,46 @@ def _mod_string(position: int, site: str, mod: str, delta: float) -> str:
     return f"{position}-[{delta:+.4f}]"
 
 
-def psm_columns(tokens: Sequence[str], residues: Residues) -> tuple[str, str, str]:
-    """(sequence, modifications, ProForma) of a peptide's tokens."""
+def _token_table(residues: Residues) -> dict[str, tuple[str, str, list[str]]]:
+    """token -> (ProForma spelling, site, modification names), computed once per file."""
+    table = {}
+    for token in residues.masses:
+        site, names = _token_parts(token, residues)
+        table[token] = (_proforma_token(token, residues), site, names)
+    return table
+
+
+def psm_columns(
+    tokens: Sequence[str],
+    residues: Residues,
+    table: Mapping[str, tuple[str, str, list[str]]] | None = None,
+) -> tuple[str, str, str]:
+    """(sequence, modifications, ProForma) of a peptide's tokens; `table`: `_token_table`."""
+    table = table if table is not None else _token_table(residues)
     letters, mods, proforma = [], [], []
     for token in tokens:
-        site, names = _token_parts(token, residues)
-        proforma.append(_proforma_token(token, residues))
+        spelling, site, names = table[token]
+        proforma.append(spelling)
         if site:
             letters.append(site)
         base = residues.masses.get(site, 0.0) if site else 0.0
         for name in names:
-            delta = (residues.masses[token] - base) / max(len(names), 1)
+            delta = (residues.masses[token] - base) / len(names)
             mods.append(_mod_string(len(letters) if site else 0, site, name, delta))
     return "".join(letters), "; ".join(mods) if mods else "null", "".join(proforma)
 
 
-def residue_scores(tokens: Sequence[str], aa_scores: Sequence[float], residues: Residues) -> list:
-    """Per-residue scores: an N-terminal modification's score multiplied into the next one's
-    (in the scores' own dtype, as Casanovo does on its float32 arrays)."""
+def residue_scores(tokens: Sequence[str], aa_scores: Sequence[float]) -> list[float]:
+    """Per-residue scores: an N-terminal modification's (a first token in mass or ProForma
+    notation, `+42.011` / `[Acetyl]-`) multiplied into the next one's, in the scores' own
+    dtype, as Casanovo does on its float32 arrays."""
     scores = np.asarray(aa_scores)
     if len(scores) != len(tokens):
         raise ValueError(
             f"{len(scores)} aa_scores for {len(tokens)} tokens {list(tokens)}; give one score "
             f"per token, the N-terminal modification included"
         )
-    if len(scores) >= 2 and tokens[0] in residues.nterm:
+    if len(scores) >= 2 and tokens[0][0] in "+-[":  # an N-terminal modification
         scores = scores[1:].copy()
         scores[0] = scores[0] * np.asarray(aa_scores)[0]
     return scores.tolist()
@@ -272,6 +287,7 @@ def write_mztab(
         return (_natural_key(Path(p.spectrum_file).name), _natural_key(f"index={p.spectrum_index}"))
 
     rows.sort(key=sort_key)  # stable: PSMs of one spectrum keep their order
+    table = _token_table(residues)
     with_scans = any(
         str(p.scan).isnumeric() and Path(p.spectrum_file).suffix.lower() == ".mgf" for p in rows
     )
@@ -293,7 +309,7 @@ def write_mztab(
             unknown = [t for t in tokens if t not in residues.masses]
             if unknown:
                 raise ValueError(f"{where}: tokens {unknown} are not in the residue table")
-            sequence, modifications, proforma = psm_columns(tokens, residues)
+            sequence, modifications, proforma = psm_columns(tokens, residues, table)
             calc_mz = p.calc_mz
             if calc_mz is None:
                 calc_mz = precursor_mz(residues.peptide_mass(tokens), int(p.precursor_charge))
@@ -318,7 +334,7 @@ def write_mztab(
                 "null",
                 "null",
                 "null",
-                ",".join(f"{s:.5f}" for s in residue_scores(tokens, p.aa_scores, residues)),
+                ",".join(f"{s:.5f}" for s in residue_scores(tokens, p.aa_scores)),
                 proforma,
             ]
             if with_scans:
@@ -356,4 +372,3 @@ def read_mztab_metadata(path: str | os.PathLike) -> list[tuple[str, str]]:
     """The MTD lines of an mzTab file as (key, value) pairs, in file order."""
     with open(path, newline="", encoding="utf-8") as f:
         return [(r[1], r[2]) for r in csv.reader(f, delimiter="\t") if r and r[0] == "MTD"]
-

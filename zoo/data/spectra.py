@@ -34,6 +34,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -148,7 +149,8 @@ class _Record:
         self.index = index
         self.line_no = line_no
         self.params: dict[str, tuple[int, str]] = {}  # KEY -> (line number, value)
-        self.peaks: list[tuple[int, str]] = []
+        self.peaks: list[str] = []
+        self.peak_lines: list[int] = []
         self.duplicate: tuple[int, str] | None = None
 
 
@@ -170,18 +172,27 @@ def _parse_charge(text: str) -> int:
     return -charge if "-" in (m.group(1), m.group(3)) else charge
 
 
-def _parse_peaks(lines: list[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """[(line number, text)] -> (mz, intensity) f64; ValueError naming the first bad line."""
-    parts = [text.split() for _, text in lines]
-    if all(len(p) == 2 for p in parts):
-        try:  # fast path: NumPy parses the strings
-            values = np.array(parts, dtype=np.float64).reshape(-1, 2)
-            if np.isfinite(values).all() and (values[:, 0] > 0).all() and (values[:, 1] >= 0).all():
-                return values[:, 0].copy(), values[:, 1].copy()
+_TWO_COLUMNS = re.compile(r"\S+[ \t]+\S+(?:\n\S+[ \t]+\S+)*")
+
+
+def _parse_peaks(lines: list[str], line_nos: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Peak lines -> (mz, intensity) f64; ValueError naming the first bad line."""
+    text = "\n".join(lines)
+    if _TWO_COLUMNS.fullmatch(text):  # fast path: two columns on every line, C parsing
+        try:  # a non-number: ValueError (numpy 2) or a short result and a warning (numpy 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                values = np.fromstring(text, sep=" ")
         except ValueError:
-            pass
+            values = np.zeros(0)
+        if len(values) == 2 * len(lines):
+            values = values.reshape(-1, 2)
+            mz, intensity = values[:, 0], values[:, 1]
+            if np.isfinite(values).all() and (mz > 0).all() and (intensity >= 0).all():
+                return mz.copy(), intensity.copy()
     mz, intensity = np.empty(len(lines)), np.empty(len(lines))
-    for i, ((line_no, text), p) in enumerate(zip(lines, parts)):
+    for i, (line_no, text) in enumerate(zip(line_nos, lines)):
+        p = text.split()
         problem = None
         if len(p) not in (2, 3):
             problem = f"{len(p)} columns"
@@ -209,6 +220,7 @@ def iter_mgf(
 ) -> Iterator[Spectrum]:
     """Streams the spectra of an MGF file (constant memory, for large files).
 
+    The file is read as UTF-8 (MGF is ASCII in practice; an undecodable byte becomes U+FFFD).
     SEQ is checked with `residues.parse` (None: not checked) but kept as written. on_error:
     "raise" -> MgfError at the first malformed record; "skip" -> the record is skipped and
     counted in `report` (pass one to see the counts). `report.read` counts yielded spectra.
@@ -221,6 +233,7 @@ def iter_mgf(
     defaults: dict[str, tuple[int, str]] = {}
     record: _Record | None = None
     n_records = 0
+    known_peptides: set[str] = set()
 
     def fail(reason: str, rec: _Record | None, where: str, problem: str) -> None:
         title = ""
@@ -278,17 +291,19 @@ def iter_mgf(
                 fail("bad_field", rec, f"line {line_no}: RTINSECONDS={value!r}", str(e))
                 return None
         peptide = params.get("SEQ", (0, ""))[1]
-        if peptide and residues is not None:
+        if peptide and residues is not None and peptide not in known_peptides:
             try:
                 residues.parse(peptide, where=f"line {params['SEQ'][0]}: SEQ")
             except PeptideParseError as e:
                 fail("bad_peptide", rec, "SEQ", str(e))
                 return None
+            if len(known_peptides) < 100_000:  # labels repeat (MassIVE-KB: many PSMs each)
+                known_peptides.add(peptide)
         if not rec.peaks:
             fail("no_peaks", rec, "peaks", "the record has no peak lines")
             return None
         try:
-            mz, intensity = _parse_peaks(rec.peaks)
+            mz, intensity = _parse_peaks(rec.peaks, rec.peak_lines)
         except ValueError as e:
             fail("bad_peak", rec, "peaks", str(e))
             return None
@@ -308,7 +323,14 @@ def iter_mgf(
     with open(source, encoding="utf-8", errors="replace") as f:
         for line_no, raw in enumerate(f, 1):
             line = raw.strip()
-            if not line or line.startswith(_COMMENT):
+            if not line:
+                continue
+            first = line[0]
+            if record is not None and (first.isdigit() or first in "+-."):
+                record.peaks.append(line)  # the bulk of a file: keep this path short
+                record.peak_lines.append(line_no)
+                continue
+            if first in _COMMENT:
                 continue
             upper = line.upper()
             if upper == "BEGIN IONS":
@@ -326,16 +348,15 @@ def iter_mgf(
                     report.read += 1
                     yield spectrum
             elif record is not None:
-                if line[0].isdigit() or line[0] in "+-.":
-                    record.peaks.append((line_no, line))
-                elif "=" in line:
+                if "=" in line:
                     key, value = line.split("=", 1)
                     key = key.strip().upper()
                     if key in record.params and record.duplicate is None:
                         record.duplicate = (line_no, key)
                     record.params[key] = (line_no, value.strip())
-                else:
-                    record.peaks.append((line_no, line))  # reported as a bad peak line
+                else:  # reported as a bad peak line
+                    record.peaks.append(line)
+                    record.peak_lines.append(line_no)
             elif "=" in line and n_records == 0:
                 key, value = line.split("=", 1)
                 defaults[key.strip().upper()] = (line_no, value.strip())
@@ -606,4 +627,3 @@ def preprocess_spectrum(
     return preprocess(
         spectrum.mz, spectrum.intensity, spectrum.precursor_mz, spectrum.precursor_charge, config
     )
-

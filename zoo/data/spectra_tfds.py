@@ -147,8 +147,9 @@ def resolve_splits(
         files: set[str] = set()
         for pattern in patterns:
             if Path(pattern).is_absolute():
-                raise ValueError(f"splits[{split!r}]: pattern {pattern!r} must be relative to "
-                                 f"manual_dir {root}")
+                raise ValueError(
+                    f"splits[{split!r}]: pattern {pattern!r} must be relative to manual_dir {root}"
+                )
             matched = sorted(p for p in root.glob(pattern) if p.is_file())
             if not matched:
                 present = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mgf"))
@@ -168,9 +169,7 @@ def resolve_splits(
     return out
 
 
-def _config_name(
-    name: str, root: Path, files: dict[str, list[str]], config: dict[str, Any]
-) -> str:
+def _config_name(name: str, root: Path, files: dict[str, list[str]], config: dict[str, Any]) -> str:
     """name + a hash of every parameter and of the files' names and sizes, so a changed file
     set, vocabulary or preprocessing never reuses an old dataset directory."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
@@ -240,6 +239,12 @@ class MgfSpectra(tfds.core.GeneratorBasedBuilder):
             if report.skipped:
                 logging.warning("%s %s: %s", split, rel, report)
         logging.info("split %s: %s from %d file(s)", split, total, len(paths))
+        if total.read == 0:  # TFDS would only say "No examples were yielded"
+            examples = [m for messages in total.examples.values() for m in messages][:3]
+            raise ValueError(
+                f"split {split!r}: no spectrum kept from {paths} under {root} ({total}); "
+                f"first reasons: {examples}"
+            )
 
 
 def mgf_builder(

@@ -11,10 +11,11 @@ after one model call, and needs no accelerator.
   probability, summed over all paths that collapse to them, tracking for every prefix the
   probability of paths ending in a blank and in its last residue (Graves 2012, ch. 7; the
   algorithm behind ctcdecode, which PrimeNovo uses).
-* `ctc_mass_control` (in `zoo.decode.ctc_mass`): the most probable path whose peptide mass
-  fits the precursor, PrimeNovo's precise mass control (PMC).
-* `ctc_decode_with_mass`: PrimeNovo's policy combining the two: keep the beam search's best
-  peptide when its mass is within tolerance of the precursor, otherwise run PMC.
+* `zoo.decode.ctc_mass.ctc_mass_control`: the most probable path whose peptide mass fits the
+  precursor, PrimeNovo's precise mass control (PMC).
+* `zoo.decode.ctc_mass.ctc_decode_with_mass`: PrimeNovo's policy combining the two: keep the
+  beam search's best peptide when its mass is within tolerance of the precursor, otherwise
+  run PMC.
 
 Per-residue scores (for mzTab): each residue's score is the largest probability among the
 slots that emit it in the path (the most probable alignment, for beam search), so a residue
@@ -119,83 +120,96 @@ def ctc_greedy(log_probs_BxTxC: np.ndarray, blank: int = 0) -> list[CTCDecoded]:
 
 
 # --- alignment -------------------------------------------------------------------------------
-def ctc_align(log_probs_TxC: np.ndarray, tokens: Sequence[int], blank: int = 0):
+def ctc_align(
+    log_probs_TxC: np.ndarray, tokens: Sequence[int], blank: int = 0
+) -> tuple[list[int] | None, float]:
     """The most probable path that collapses to `tokens` (CTC forced alignment, Viterbi over
     the blank-interleaved label `_ t1 _ t2 _ ... _`). Returns (path [T], log_prob), or
     (None, -inf) when no path of length T spells `tokens`."""
-    lp = _check_log_probs(log_probs_TxC, (2,), "ctc_align")
+    return _align(_check_log_probs(log_probs_TxC, (2,), "ctc_align"), tokens, blank)
+
+
+def _align(lp: np.ndarray, tokens: Sequence[int], blank: int) -> tuple[list[int] | None, float]:
     T = lp.shape[0]
-    ext = [blank]
-    for tok in tokens:
-        ext += [int(tok), blank]
+    ext = np.full(2 * len(tokens) + 1, blank)
+    ext[1::2] = tokens
     S = len(ext)
-    score = np.full(S, -np.inf)
-    score[0] = lp[0, ext[0]]
-    if S > 1:
-        score[1] = lp[0, ext[1]]
-    back = np.zeros((T, S), dtype=np.int64)
-    idx = np.arange(S)
-    # A state may come from itself, the previous state, or skip a blank between two
+    emit_TxS = lp[:, ext]
+    # A state may come from itself, the previous state, or skip the blank between two
     # different tokens.
-    skip_ok = np.array([s >= 2 and ext[s] != blank and ext[s] != ext[s - 2] for s in range(S)])
+    no_skip = np.ones(S, bool)
+    no_skip[2:] = (ext[2:] == blank) | (ext[2:] == ext[:-2])
+    score = np.full(S, -np.inf)
+    score[: min(S, 2)] = emit_TxS[0, : min(S, 2)]
+    back_TxS = np.zeros((T, S), np.int8)  # 0 stay, 1 from previous state, 2 skip
+    step, skip = np.full(S, -np.inf), np.full(S, -np.inf)
     for t in range(1, T):
-        stay = score
-        step = np.concatenate([[-np.inf], score[:-1]])
-        skip = np.where(skip_ok, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
-        cands = np.stack([stay, step, skip])
-        choice = cands.argmax(0)
-        back[t] = idx - choice
-        score = cands[choice, idx] + lp[t, ext]
-    ends = [S - 1, S - 2] if S > 1 else [S - 1]
-    end = max(ends, key=lambda s: score[s])
+        step[1:] = score[:-1]
+        skip[2:] = score[:-2]
+        skip[no_skip] = -np.inf
+        best = score.copy()
+        for choice, cand in ((1, step), (2, skip)):
+            better = cand > best
+            best[better] = cand[better]
+            back_TxS[t, better] = choice
+        score = best + emit_TxS[t]
+    end = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
     if not np.isfinite(score[end]):
         return None, -np.inf
     states = [end]
     for t in range(T - 1, 0, -1):
-        states.append(int(back[t, states[-1]]))
-    path = [ext[s] for s in reversed(states)]
-    return path, float(score[end])
+        states.append(states[-1] - int(back_TxS[t, states[-1]]))
+    return [int(ext[s]) for s in reversed(states)], float(score[end])
 
 
 # --- prefix beam search ----------------------------------------------------------------------
-def _logaddexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    hi, lo = (a, b) if a > b else (b, a)
-    return hi + math.log1p(math.exp(lo - hi))
-
-
 def _prefix_beam_search(
     lp: np.ndarray, beam: int, blank: int, top_k: int, top_n_classes: int | None
 ) -> list[tuple[tuple[int, ...], float]]:
     T, C = lp.shape
-    # prefix -> [log P(paths so far spelling prefix, ending in blank), ... ending in a residue]
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}
+    residues = np.array([c for c in range(C) if c != blank])
+    column = {int(c): k for k, c in enumerate(residues)}
+    # Per prefix: log P(paths so far that spell it and end in a blank / in its last residue).
+    prefixes: list[tuple[int, ...]] = [()]
+    p_blank, p_res = np.array([0.0]), np.array([-np.inf])
     for t in range(T):
         row = lp[t]
-        classes = range(C) if top_n_classes is None else np.argsort(-row)[:top_n_classes]
-        classes = [int(c) for c in classes if c != blank]
-        nxt: dict[tuple[int, ...], list[float]] = {}
-        for prefix, (p_blank, p_res) in beams.items():
-            p_total = _logaddexp(p_blank, p_res)
-            same = nxt.setdefault(prefix, [-math.inf, -math.inf])
-            same[0] = _logaddexp(same[0], p_total + row[blank])
-            last = prefix[-1] if prefix else None
-            for c in classes:
-                longer = nxt.setdefault(prefix + (c,), [-math.inf, -math.inf])
-                if c == last:
-                    # c right after c merges into the same residue; only a blank between
-                    # them spells a second c.
-                    same[1] = _logaddexp(same[1], p_res + row[c])
-                    longer[1] = _logaddexp(longer[1], p_blank + row[c])
-                else:
-                    longer[1] = _logaddexp(longer[1], p_total + row[c])
-        ranked = sorted(nxt.items(), key=lambda kv: (-_logaddexp(*kv[1]), kv[0]))
-        beams = dict(ranked[:beam])
-    ranked = sorted(beams.items(), key=lambda kv: (-_logaddexp(*kv[1]), kv[0]))
-    return [(prefix, _logaddexp(*p)) for prefix, p in ranked[:top_k]]
+        n = len(prefixes)
+        p_total = np.logaddexp(p_blank, p_res)
+        last = np.array([p[-1] if p else blank for p in prefixes])
+        # Staying on the prefix: a blank, or its last residue again (merges into it).
+        stay_blank = p_total + row[blank]
+        stay_res = np.where(last != blank, p_res + row[last], -np.inf)
+        # Extending it by c: after a path ending in c itself, only via a blank.
+        repeat = residues[None, :] == last[:, None]
+        extend = np.where(repeat, p_blank[:, None], p_total[:, None]) + row[residues][None, :]
+        if top_n_classes is not None:  # ctcdecode's cutoff_top_n
+            top = set(np.argsort(-row)[:top_n_classes].tolist())
+            extend[:, [k for k, c in enumerate(residues) if int(c) not in top]] = -np.inf
+        # An extension that is itself one of the prefixes adds to that prefix.
+        index = {p: i for i, p in enumerate(prefixes)}
+        for j, p in enumerate(prefixes):
+            if p and p[:-1] in index:
+                i, k = index[p[:-1]], column[p[-1]]
+                stay_res[j] = np.logaddexp(stay_res[j], extend[i, k])
+                extend[i, k] = -np.inf
+        totals = np.concatenate([np.logaddexp(stay_blank, stay_res), extend.ravel()])
+        keep = [i for i in np.argsort(-totals, kind="stable")[:beam] if totals[i] > -np.inf]
+        new_prefixes, new_blank, new_res = [], [], []
+        for i in keep:
+            if i < n:
+                new_prefixes.append(prefixes[i])
+                new_blank.append(stay_blank[i])
+                new_res.append(stay_res[i])
+            else:
+                j, k = divmod(int(i) - n, len(residues))
+                new_prefixes.append(prefixes[j] + (int(residues[k]),))
+                new_blank.append(-np.inf)
+                new_res.append(extend[j, k])
+        prefixes, p_blank, p_res = new_prefixes, np.array(new_blank), np.array(new_res)
+    totals = np.logaddexp(p_blank, p_res)
+    order = np.argsort(-totals, kind="stable")[:top_k]
+    return [(prefixes[i], float(totals[i])) for i in order if totals[i] > -np.inf]
 
 
 def ctc_beam_search(
@@ -226,7 +240,7 @@ def ctc_beam_search(
         ]
     out = []
     for tokens, log_prob in _prefix_beam_search(lp, beam, blank, top_k or beam, top_n_classes):
-        path, _ = ctc_align(lp, tokens, blank)
+        path, _ = _align(lp, tokens, blank)
         out.append(_decoded(lp, path, blank, log_prob=log_prob, source="beam"))
     return out
 

@@ -315,8 +315,9 @@ def ar_beam_search(
             value_c = value_c.at[:, PAD].set(pad_N)
             # First token: top-S of the raw logits (rows past the first of each spectrum are
             # copies and sit out).
-            value_c = jnp.where(first, jnp.where(rows.alive_N[:, None], logits_NxV, -jnp.inf),
-                                value_c)
+            value_c = jnp.where(
+                first, jnp.where(rows.alive_N[:, None], logits_NxV, -jnp.inf), value_c
+            )
         if compat is not True:
             ok_NxV = allowed_NxV(rows, step) & rows.alive_N[:, None]
             mean_logp_NxV = (rows.rank_sum_N[:, None] + logp_NxV) / count
@@ -362,8 +363,11 @@ def ar_beam_search(
         fits_N = jnp.any(jnp.abs(ppm_NxI) <= tolerance_ppm, axis=1)
 
         # Casanovo 5: pad, a short peptide, misplaced or repeated modifications discard.
-        at_nterm = _pick(rev, jnp.where(is_stop, token_at(rows.tokens_NxT, step - 1), tok_N),
-                         rows.tokens_NxT[:, 0])
+        at_nterm = _pick(
+            rev,
+            jnp.where(is_stop, token_at(rows.tokens_NxT, step - 1), tok_N),
+            rows.tokens_NxT[:, 0],
+        )
         bad_mods = (rows.n_mods_N > 1) | ((rows.n_mods_N > 0) & ~is_mod_V[at_nterm])
         discarded = (tok_N == PAD) | ((step > 0) & bad_mods) | (is_stop & (length_N < min_length))
         discarded = _pick(compat, discarded, False)

@@ -294,6 +294,11 @@ def from_checkpoint(ckpt: Any, path: str) -> tuple[PeptideConfig, dict, Casanovo
             f"{path}: a Casanovo <= 4 checkpoint (depthcharge 0.2 layout, 'decoder.aa_encoder'); "
             "only Casanovo 5.x checkpoints are supported"
         )
+    if "decoder.token_encoder.weight" not in state:
+        raise CasanovoFormatError(
+            f"{path}: state_dict has no 'decoder.token_encoder.weight' (keys start with: "
+            f"{sorted(state)[:4]}); not a Casanovo 5.x Spec2Pep checkpoint"
+        )
     tokenizer = hp.get("tokenizer")
     if tokenizer is None:
         warnings.warn(

@@ -70,6 +70,15 @@ def anneal_weight(step, anneal_steps: int) -> jax.Array:
     return jnp.clip(jnp.asarray(step, jnp.float32) / max(int(anneal_steps), 1), 0.0, 1.0)
 
 
+CASANOVO_PROTON = np.float32(1.007276)  # the proton mass Casanovo's models were trained with
+
+
+def precursor_mass_f32(mz, charge) -> np.ndarray:
+    """Neutral precursor mass as Casanovo feeds its model: float32 (m/z - 1.007276) * z
+    (bit-identical inputs are what make converted Casanovo weights predict identically)."""
+    return (np.asarray(mz, np.float32) - CASANOVO_PROTON) * np.asarray(charge, np.float32)
+
+
 def top_peaks(mz, intensity, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The n most intense peaks, in ascending m/z (what fits the encoder's max_peaks)."""
     mz, intensity = np.asarray(mz, np.float32), np.asarray(intensity, np.float32)
@@ -267,7 +276,7 @@ class DenovoTask(base.Task):
         out = {
             "mz": np.zeros(p, np.float32),
             "intensity": np.zeros(p, np.float32),
-            "precursor_mass": np.float32(zres.neutral_mass(float(example["precursor_mz"]), charge)),
+            "precursor_mass": precursor_mass_f32(float(example["precursor_mz"]), charge),
             "precursor_charge": np.int32(charge),
             "tokens": np.zeros(n, np.int32),
             "weight": np.float32(1.0),
@@ -429,7 +438,7 @@ class Sequencer:
             out["precursor_mz"][i] = float(e["precursor_mz"])
             out["precursor_charge"][i] = int(e["precursor_charge"])
         charge = out["precursor_charge"]
-        out["precursor_mass"] = ((out["precursor_mz"] - zres.PROTON) * charge).astype(np.float32)
+        out["precursor_mass"] = precursor_mass_f32(out["precursor_mz"], charge)
         return out
 
     def predict(self, examples, decoder: str = "ar") -> list[Prediction]:

@@ -104,12 +104,12 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
         modeldir.check_compatible(params, setup.abstract_state.params, source)
         fresh = None
     # Every process holds the full arrays; each device takes its shard.
-    placed = jax.tree.map(
-        lambda x, a: jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i]),
-        params,
-        setup.abstract_state.params,
-        is_leaf=lambda x: x is None,
-    )
+    def place(x, a):
+        if x is None:  # not selected by init_from_patterns: keeps its random init
+            return None
+        return jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i])
+
+    placed = jax.tree.map(place, params, setup.abstract_state.params, is_leaf=lambda x: x is None)
     if fresh is not None:
         placed = jax.tree.map(
             lambda p, f: f if p is None else p, placed, fresh, is_leaf=lambda x: x is None

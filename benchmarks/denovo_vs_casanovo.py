@@ -1,0 +1,704 @@
+"""zoo's de novo peptide sequencer (JAX) vs Casanovo 5.2.1 (PyTorch) on this CPU.
+
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/denovo_vs_casanovo.py
+
+Needs Casanovo's environment at --casanovo-python (default /work/casenv/bin/python: casanovo
+5.2.1, depthcharge-ms 0.4.10, torch CPU); zoo never imports torch. Casanovo runs in a child
+process (benchmarks/_casanovo_side.py) that takes commands over a pipe, so the timed runs of
+the two frameworks alternate in time (one idles, blocked on the pipe, while the other runs)
+and load from other users of a shared machine falls on both alike.
+
+What is compared, on the same spectra, the same batches (batch size --batch), one run:
+1. Weights. A randomly initialised Casanovo `Spec2Pep` (sizes from the flags; Casanovo's
+   default tokenizer, dropout 0) is saved as a checkpoint and read by zoo's importer
+   (`zoo.pretrained.casanovo.load_casanovo`), so the AR models are the same network with the
+   same weights. Random weights never pick the stop token `$`, which would make every beam
+   run to max_peptide_len; the benchmark therefore adds a constant to the output bias of `$`
+   (in Casanovo's model, before saving), chosen so that zoo's greedy decoder stops after
+   --target-length residues for the median spectrum. NAR and hybrid models are zoo-only
+   (`PeptideConfig(mode="nar" | "hybrid")`, same widths and layer counts, random init; the
+   hybrid warm-starts its encoder and AR decoder from the converted Casanovo weights); the
+   NAR blank logit gets a constant bias so that greedy CTC paths collapse to the same median
+   length.
+2. Spectra. --spectra simulated spectra (`zoo.data.simulate`: tryptic peptides of the
+   embedded mouse proteins, 7-20 residues) written to an MGF (`zoo.data.spectra.write_mgf`).
+   Casanovo reads it with its own `DeNovoDataModule` (its preprocessing, its batches); zoo
+   with `zoo.data.spectra.read_mgf` + `preprocess_spectrum` (Casanovo's preprocessing).
+3. Inference, spectra/s, end to end from preprocessed peaks to peptide strings:
+   Casanovo `Spec2Pep.forward(batch)` under `inference_mode`, n_beams 1 and 5; zoo
+   `zoo.tasks.denovo.Sequencer.predict_all` with Casanovo's beam rules
+   (casanovo_compatible=True, precursor_filter=False, which is Casanovo 5.2.1's behaviour),
+   decoders "ar" (beam 1, 5), "nar" (jitted NAR forward + CTC prefix beam search, beam 5, on
+   the host), "nar_pmc" (the same + precise mass control on the host for peptides that miss
+   the precursor by > 0.1 Da; on the first --pmc-spectra spectra only: it is the slowest) and
+   "hybrid" (beam 1, 5). The first batch is a warm-up (zoo compiles there) and is not timed.
+4. Training, spectra/s at the same batch: Casanovo `training_step` (label-smoothed CE) +
+   backward + clip-norm 1 + Adam + LR scheduler step, as its Lightning Trainer runs it; zoo
+   the loop's own jitted step (`zoo.train.step.build` over the `denovo` task: loss, grad,
+   clip-norm 1, optax AdamW, donated state), AOT-compiled (compile time reported apart).
+   Both start from the same weights; timed steps alternate Casanovo / zoo.
+
+Prints a table and writes the JSON result (--json). Identical AR predictions between the two
+(same weights, same spectra, same search rules) are counted as a check that both do the
+same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from flax.linen import meta as flax_meta  # noqa: E402
+
+from zoo import config as zconfig  # noqa: E402
+from zoo import tasks  # noqa: E402
+from zoo.data import residues as zres  # noqa: E402
+from zoo.data import simulate, spectra  # noqa: E402
+from zoo.decode import ctc, ctc_mass  # noqa: E402
+from zoo.models import peptide  # noqa: E402
+from zoo.pretrained import casanovo as zcasanovo  # noqa: E402
+from zoo.tasks.denovo import Sequencer  # noqa: E402
+from zoo.train import mesh as zmesh  # noqa: E402
+from zoo.train import optim as zoptim  # noqa: E402
+from zoo.train import step as zstep  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--casanovo-python", default="/work/casenv/bin/python")
+    ap.add_argument("--dim-model", type=int, default=256)
+    ap.add_argument("--n-head", type=int, default=8)
+    ap.add_argument("--dim-feedforward", type=int, default=1024)
+    ap.add_argument("--n-layers", type=int, default=4, help="encoder = each decoder's layers")
+    ap.add_argument("--max-peptide-len", type=int, default=30)
+    ap.add_argument("--spectra", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--pmc-spectra", type=int, default=64, help="timed spectra for nar_pmc")
+    ap.add_argument("--target-length", type=int, default=12, help="median decoded length")
+    ap.add_argument("--train-steps", type=int, default=6, help="timed steps per side")
+    ap.add_argument("--train-warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default="", help="also write the JSON result here")
+    return ap.parse_args(argv)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------- Casanovo child
+
+
+class Casanovo:
+    """The Casanovo command server (benchmarks/_casanovo_side.py) in its own environment."""
+
+    def __init__(self, python: str, threads: int):
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [
+                python,
+                os.path.join(HERE, "_casanovo_side.py"),
+                "--reply-fd",
+                str(write_fd),
+                "--threads",
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # Lightning / depthcharge warnings and progress bars
+            stdout=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+            text=True,
+        )
+        os.close(write_fd)
+        self.replies = os.fdopen(read_fd)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.replies.readline()
+        if not line:
+            raise RuntimeError(
+                f"the Casanovo side exited (status {self.proc.wait()}); run "
+                f"benchmarks/_casanovo_side.py by hand to see its error"
+            )
+        return json.loads(line)
+
+    def __call__(self, cmd: str, **req) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **req}) + "\n")
+        self.proc.stdin.flush()
+        out = self._read()
+        if "error" in out:
+            raise RuntimeError(f"Casanovo side, command {cmd!r}: {out['error']}")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def write_spectra(path: str, n: int, seed: int) -> None:
+    """n simulated spectra of distinct tryptic peptides (7-20 residues) as MGF, SEQ in
+    ProForma (Casanovo 5's notation)."""
+    peptides = simulate.fasta_digest(
+        simulate.embedded_fasta(), missed_cleavages=1, min_length=7, max_length=20
+    )
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(peptides), n, replace=False)
+    out = []
+    for i, j in enumerate(chosen):
+        s = simulate.simulate(peptides[j], rng)
+        out.append(
+            spectra.Spectrum(
+                mz=s.mz,
+                intensity=s.intensity,
+                precursor_mz=s.precursor_mz,
+                precursor_charge=s.precursor_charge,
+                peptide=zres.CASANOVO.to_proforma(s.tokens),
+                title=f"sim:{i}",
+                scans=str(i),
+            )
+        )
+    spectra.write_mgf(path, out)
+
+
+def zoo_examples(path: str, residues: zres.Residues) -> list[dict]:
+    """The MGF as zoo reads it: Casanovo's preprocessing, token ids N->C (1..n)."""
+    records, _ = spectra.read_mgf(path, residues=residues)
+    out = []
+    for s in records:
+        mz, intensity = spectra.preprocess_spectrum(s)
+        tokens = [residues.tokens.index(t) + 1 for t in residues.parse(s.peptide)]
+        out.append(
+            {
+                "mz": mz,
+                "intensity": intensity,
+                "precursor_mz": s.precursor_mz,
+                "precursor_charge": s.precursor_charge,
+                "tokens": tokens,
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _median_bisect(f, lo: float, hi: float, target: float, iters: int = 40) -> float:
+    """b in [lo, hi] with f(b) ~ target for f nonincreasing in b."""
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def stop_margins(config: peptide.PeptideConfig, params, seq: Sequencer, examples) -> np.ndarray:
+    """[B, T] logit($) - best residue logit along each spectrum's greedy residue path."""
+    model = peptide.PeptideModel(config)
+    stop, steps = config.stop_id, config.max_peptide_len
+
+    @jax.jit
+    def margins(params, mz, inten, mass, charge):
+        v = {"params": params}
+        memory, mask = model.apply(v, mz, inten, method=peptide.PeptideModel.encode)
+        nar_states = None
+        if config.mode == "hybrid":
+            nar_states = model.apply(
+                v, memory, mask, mass, charge, method=peptide.PeptideModel.nar
+            )[0]
+        logits, cache = model.apply(
+            v, mass, charge, memory, mask, nar_states, steps,
+            method=peptide.PeptideModel.ar_init_cache,
+        )
+
+        def body(carry, _):
+            logits, cache = carry
+            residues = logits[:, 1:stop]
+            token = residues.argmax(-1).astype(jnp.int32) + 1
+            logits, cache = model.apply(v, token, cache, method=peptide.PeptideModel.ar_step)
+            return (logits, cache), carry[0][:, stop] - residues.max(-1)
+
+        return jax.lax.scan(body, (logits, cache), None, length=steps)[1].T
+
+    x = seq.inputs(examples)
+    return np.asarray(
+        margins(params, x["mz"], x["intensity"], x["precursor_mass"], x["precursor_charge"])
+    )
+
+
+def stop_lengths(margins_BxT: np.ndarray, bias: float) -> np.ndarray:
+    """Greedy stop position (residues before `$`) per spectrum; T when it never stops."""
+    hit = margins_BxT + bias > 0
+    return np.where(hit.any(1), hit.argmax(1), margins_BxT.shape[1])
+
+
+def calibrate_stop(margins_BxT: np.ndarray, target: float) -> float:
+    lo, hi = float(-margins_BxT.max()) - 1, float(-margins_BxT.min()) + 1
+    return _median_bisect(lambda b: np.median(stop_lengths(margins_BxT, b)), lo, hi, target)
+
+
+def ctc_lengths(logits_BxTxC: np.ndarray, blank_bias: float) -> np.ndarray:
+    lp = logits_BxTxC.copy()
+    lp[..., 0] += blank_bias
+    return np.array([len(d.tokens) for d in ctc.ctc_greedy(lp)])
+
+
+def calibrate_blank(logits_BxTxC: np.ndarray, target: float) -> float:
+    spread = float(np.abs(logits_BxTxC).max()) * 2 + 1
+    return _median_bisect(
+        lambda b: np.median(ctc_lengths(logits_BxTxC, b)), -spread, spread, target
+    )
+
+
+def add_bias(params, path: tuple[str, ...], index: int, value: float):
+    """Copy of params with value added to params[path][index] (an output bias entry)."""
+    params = jax.tree.map(lambda x: x, params)  # new containers, same leaves
+    node = params
+    for key in path[:-1]:
+        node[key] = dict(node[key])
+        node = node[key]
+    leaf = np.array(node[path[-1]], np.float32)
+    leaf[index] += value
+    node[path[-1]] = leaf
+    return params
+
+
+def random_params(config: peptide.PeptideConfig, seed: int):
+    model = peptide.PeptideModel(config)
+    f = jnp.zeros((1, 8), jnp.float32)
+    variables = model.init(
+        jax.random.key(seed),
+        f,
+        f,
+        jnp.zeros((1,), jnp.float32),
+        jnp.ones((1,), jnp.int32),
+        jnp.zeros((1, 4), jnp.int32),
+    )
+    return jax.device_get(flax_meta.unbox(variables["params"]))
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def zoo_timed(seq: Sequencer, examples, decoder: str, batch: int) -> dict:
+    """Warm-up on the first batch (compile), then the rest timed batch by batch."""
+    t0 = time.perf_counter()
+    first = seq.predict_all(examples[:batch], decoder, batch)
+    warm = time.perf_counter() - t0
+    times, preds = [], list(first)
+    for start in range(batch, len(examples), batch):
+        t0 = time.perf_counter()
+        preds += seq.predict_all(examples[start : start + batch], decoder, batch)
+        times.append(time.perf_counter() - t0)
+    n = len(examples) - batch
+    return {
+        "warmup_s": warm,
+        "seconds": times,
+        "spectra": n,
+        "spectra_per_s": n / sum(times),
+        "peptides": [p.tokens for p in preds],
+    }
+
+
+def casanovo_timed(cas: Casanovo, beam: int, n_batches: int) -> dict:
+    warm = cas("infer", beam=beam, batches=[0])
+    out = cas("infer", beam=beam, batches=list(range(1, n_batches)))
+    n = len(out["peptides"])
+    return {
+        "warmup_s": warm["seconds"][0],
+        "seconds": out["seconds"],
+        "spectra": n,
+        "spectra_per_s": n / sum(out["seconds"]),
+        "peptides": warm["peptides"] + out["peptides"],
+        "decoder_calls": warm["decoder_calls"] + out["decoder_calls"],
+        "decoder_rows": warm["decoder_rows"] + out["decoder_rows"],
+        "decoder_positions": warm["decoder_positions"] + out["decoder_positions"],
+    }
+
+
+def as_tokens(peptide_text: str, residues: zres.Residues) -> tuple[str, ...]:
+    return tuple(residues.parse(peptide_text)) if peptide_text else ()
+
+
+def nar_breakdown(seq: Sequencer, examples, batch: int, pmc_batches: int) -> dict:
+    """Where the NAR decoders' time goes, per batch: the jitted forward, then host work."""
+    fwd, beam, greedy, pmc = [], [], [], []
+    for i, start in enumerate(range(batch, len(examples), batch)):
+        x = seq.inputs(examples[start : start + batch])
+        args = (seq.params, x["mz"], x["intensity"], x["precursor_mass"], x["precursor_charge"])
+        t0 = time.perf_counter()
+        lp = np.asarray(jax.device_get(seq._nar(*args)), np.float64)
+        fwd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ctc.ctc_greedy(lp)
+        greedy.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ctc.ctc_beam_search(lp, seq.ctc_beam)
+        beam.append(time.perf_counter() - t0)
+        if i < pmc_batches:
+            neutral = (x["precursor_mz"] - zres.PROTON) * x["precursor_charge"]
+            t0 = time.perf_counter()
+            ctc_mass.ctc_decode_with_mass(
+                lp, seq.masses, neutral, beam=seq.ctc_beam, tolerance=seq.pmc_tolerance,
+                nterm=seq.nterm,
+            )
+            pmc.append(time.perf_counter() - t0)
+    return {
+        "forward_s_per_batch": statistics.median(fwd),
+        "ctc_greedy_s_per_batch": statistics.median(greedy),
+        "ctc_beam_s_per_batch": statistics.median(beam),
+        "pmc_s_per_batch": statistics.median(pmc) if pmc else None,
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def zoo_train_setup(config: peptide.PeptideConfig, args, casanovo_hp: dict):
+    c = zconfig.load(os.path.join(ROOT, "recipes", "denovo_demo.py") + ":demo")
+    c.unlock()
+    c.model = ml_collections.ConfigDict(dataclasses.asdict(config))
+    c.task.max_peaks = 150
+    c.task.label_smoothing = casanovo_hp["label_smoothing"]
+    c.data.global_batch_size = args.batch
+    c.optim.learning_rate = casanovo_hp["lr"]
+    c.optim.schedule = "constant"
+    c.optim.warmup_steps = 100  # Casanovo warms up too (100k iterations)
+    c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8  # torch.optim.Adam defaults
+    c.optim.weight_decay = casanovo_hp["weight_decay"]
+    c.optim.clip_norm = 1.0
+    c.train.num_steps = 1000
+    task = tasks.get_task(c)
+    mesh = zmesh.make_mesh(c.mesh)
+    tx, schedule = zoptim.make_optimizer(c.optim, c.train.num_steps)
+    return task, zstep.build(task, c, mesh, tx, schedule)
+
+
+def zoo_train_batch(examples, config: peptide.PeptideConfig, max_peaks: int) -> dict:
+    b, t = len(examples), config.max_peptide_len
+    out = {
+        "mz": np.zeros((b, max_peaks), np.float32),
+        "intensity": np.zeros((b, max_peaks), np.float32),
+        "precursor_mass": np.zeros(b, np.float32),
+        "precursor_charge": np.zeros(b, np.int32),
+        "tokens": np.zeros((b, t), np.int32),
+        "weight": np.ones(b, np.float32),
+    }
+    for i, e in enumerate(examples):
+        mz, inten = e["mz"][:max_peaks], e["intensity"][:max_peaks]  # <= 150 after preprocessing
+        out["mz"][i, : len(mz)] = mz
+        out["intensity"][i, : len(mz)] = inten
+        z = int(e["precursor_charge"])
+        out["precursor_mass"][i] = zres.neutral_mass(float(e["precursor_mz"]), z)
+        out["precursor_charge"][i] = z
+        out["tokens"][i, : len(e["tokens"])] = e["tokens"][:t]
+    return out
+
+
+def bench_train(args, cas: Casanovo, task, setup, params, examples) -> dict:
+    n_batches = len(examples) // args.batch
+    batches = [
+        zoo_train_batch(examples[i * args.batch : (i + 1) * args.batch], task.model.config, 150)
+        for i in range(n_batches)
+    ]
+    batches = [{k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches]
+    state = setup.init_from_params(params)
+    key = jax.random.PRNGKey(0)
+    t0 = time.perf_counter()
+    step = setup.train_step.lower(state, batches[0], key).compile()
+    compile_s = time.perf_counter() - t0
+
+    zoo_times, zoo_losses, cas_times, cas_losses = [], [], [], []
+    total = args.train_warmup + args.train_steps
+    for i in range(total):
+        j = i % n_batches
+        out = cas("train", batches=[j])
+        t0 = time.perf_counter()
+        state, metrics = step(state, batches[j], key)
+        loss = float(metrics["loss"])  # waits for the step
+        dt = time.perf_counter() - t0
+        if i >= args.train_warmup:
+            cas_times.append(out["seconds"][0])
+            zoo_times.append(dt)
+        cas_losses.append(out["losses"][0])
+        zoo_losses.append(loss)
+    res = {"jax_compile_s": compile_s}
+    for name, times, losses in (("casanovo", cas_times, cas_losses), ("zoo", zoo_times, zoo_losses)):
+        m = statistics.median(times)
+        res[name] = {
+            "step_s_median": m,
+            "step_s_all": times,
+            "spectra_per_s": args.batch / m,
+            "losses": losses,
+        }
+    res["ratio_zoo_over_casanovo"] = res["zoo"]["spectra_per_s"] / res["casanovo"]["spectra_per_s"]
+    return res
+
+
+def zoo_train_only(args, config, params, casanovo_hp, examples) -> dict:
+    """zoo's train step for a mode Casanovo does not have (nar, hybrid): spectra/s only."""
+    task, setup = zoo_train_setup(config, args, casanovo_hp)
+    batch = zoo_train_batch(examples[: args.batch], config, 150)
+    batch = {k: jax.device_put(v, setup.batch_sharding[k]) for k, v in batch.items()}
+    state = setup.init_from_params(params)
+    key = jax.random.PRNGKey(0)
+    t0 = time.perf_counter()
+    step = setup.train_step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(args.train_warmup + args.train_steps):
+        t0 = time.perf_counter()
+        state, metrics = step(state, batch, key)
+        float(metrics["loss"])
+        if i >= args.train_warmup:
+            times.append(time.perf_counter() - t0)
+    m = statistics.median(times)
+    return {"jax_compile_s": compile_s, "step_s_median": m, "spectra_per_s": args.batch / m}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    wall0 = time.perf_counter()
+    result: dict = {
+        "command": "JAX_PLATFORMS=cpu .venv/bin/python benchmarks/denovo_vs_casanovo.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "args": vars(args),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "jax": jax.__version__,
+        "load_start": load(),
+    }
+    tmp = tempfile.mkdtemp(prefix="denovo_bench_")
+    mgf, ckpt = os.path.join(tmp, "spectra.mgf"), os.path.join(tmp, "casanovo.ckpt")
+    write_spectra(mgf, args.spectra, args.seed)
+    print(f"[{time.perf_counter() - wall0:6.1f}s] {args.spectra} spectra -> {mgf}", flush=True)
+
+    cas = Casanovo(args.casanovo_python, args.threads)
+    try:
+        result["casanovo_env"] = cas.info
+        hp = cas(
+            "build",
+            seed=args.seed,
+            dim_model=args.dim_model,
+            n_head=args.n_head,
+            dim_feedforward=args.dim_feedforward,
+            n_layers=args.n_layers,
+            max_peptide_len=args.max_peptide_len,
+            ckpt=ckpt,
+        )
+        result["casanovo_model"] = hp
+        config, params, info = zcasanovo.load_casanovo(ckpt)
+        residues = info.residues
+        examples = zoo_examples(mgf, residues)
+        b = args.batch
+        n_batches = len(examples) // b
+        examples = examples[: n_batches * b]
+
+        # --- stop bias: beams end at realistic lengths on both sides -------------------------
+        calib = examples[:b]
+        ar_seq = Sequencer(config, params, residues, max_peaks=150)
+        margins = stop_margins(config, params, ar_seq, calib)
+        stop_bias = calibrate_stop(margins, args.target_length)
+        cas("stop_bias", bias=stop_bias)
+        config, params, info = zcasanovo.load_casanovo(ckpt)  # the file Casanovo also holds
+        lengths = stop_lengths(margins, stop_bias)
+        result["stop_bias"] = {
+            "value": stop_bias,
+            "greedy_stop_length_quartiles_calibration_batch": np.percentile(
+                lengths, [25, 50, 75]
+            ).tolist(),
+        }
+
+        loaded = cas("load", mgf=mgf, batch_size=b)
+        same_order = np.allclose(
+            loaded["precursor_mz"][: len(examples)], [e["precursor_mz"] for e in examples]
+        )
+        same_peaks = loaded["n_peaks"][: len(examples)] == [len(e["mz"]) for e in examples]
+        result["inputs_check"] = {
+            "casanovo_spectra": loaded["spectra"],
+            "same_order": bool(same_order),
+            "same_peak_counts": bool(same_peaks),
+            "casanovo_load_s": loaded["seconds"],
+        }
+        print(
+            f"[{time.perf_counter() - wall0:6.1f}s] model {hp['params']:,} params; stop bias "
+            f"{stop_bias:+.3f}; inputs {result['inputs_check']}",
+            flush=True,
+        )
+
+        # --- AR: Casanovo vs zoo, same weights -------------------------------------------------
+        inference: dict = {}
+        for beam in (1, 5):
+            cas_res = casanovo_timed(cas, beam, n_batches)
+            seq = Sequencer(
+                config, params, residues, max_peaks=150, beam=beam,
+                precursor_filter=False, casanovo_compatible=True,
+            )
+            zoo_res = zoo_timed(seq, examples, "ar", b)
+            cas_tokens = [as_tokens(p, residues) for p in cas_res.pop("peptides")]
+            zoo_tokens = zoo_res.pop("peptides")
+            same = sum(x == y for x, y in zip(cas_tokens, zoo_tokens))
+            found = sum(bool(x) for x in cas_tokens)
+            lengths = [len(x) for x in cas_tokens if x]
+            inference[f"beam{beam}"] = {
+                "casanovo": cas_res,
+                "zoo_ar": zoo_res,
+                "identical_predictions": f"{same}/{len(cas_tokens)}",
+                "casanovo_found": f"{found}/{len(cas_tokens)}",
+                "predicted_length_median": float(np.median(lengths)) if lengths else None,
+                "ratio_zoo_over_casanovo": zoo_res["spectra_per_s"] / cas_res["spectra_per_s"],
+                "casanovo_decoder_calls_per_batch": statistics.mean(cas_res["decoder_calls"]),
+                "casanovo_decoder_positions_per_spectrum": sum(cas_res["decoder_positions"])
+                / len(cas_tokens),
+                "load": load(),
+            }
+            print(
+                f"[{time.perf_counter() - wall0:6.1f}s] beam {beam}: Casanovo "
+                f"{cas_res['spectra_per_s']:.2f} spectra/s, zoo {zoo_res['spectra_per_s']:.2f} "
+                f"(compile+first batch {zoo_res['warmup_s']:.1f}s); identical {same}/"
+                f"{len(cas_tokens)}, Casanovo found {found}",
+                flush=True,
+            )
+
+        # --- NAR (zoo only) ------------------------------------------------------------------
+        nar_config = dataclasses.replace(config, mode="nar", ar_layers=0, nar_layers=args.n_layers)
+        nar_params = random_params(nar_config, args.seed + 1)
+        probe = Sequencer(nar_config, nar_params, residues, max_peaks=150)
+        x = probe.inputs(calib)
+        logits = np.asarray(
+            probe._nar(nar_params, x["mz"], x["intensity"], x["precursor_mass"],
+                       x["precursor_charge"]),
+            np.float64,
+        )
+        blank_bias = calibrate_blank(logits, args.target_length)
+        nar_params = add_bias(nar_params, ("nar_output", "bias"), 0, blank_bias)
+        result["blank_bias"] = blank_bias
+        nar_seq = Sequencer(
+            nar_config, nar_params, residues, max_peaks=150,
+            precursor_filter=False, casanovo_compatible=True,
+        )
+        nar = zoo_timed(nar_seq, examples, "nar", b)
+        nar["length_median"] = float(np.median([len(p) for p in nar.pop("peptides")]))
+        inference["nar"] = nar
+        pmc_n = min(len(examples), b + args.pmc_spectra)
+        pmc = zoo_timed(nar_seq, examples[:pmc_n], "nar_pmc", b)
+        pmc.pop("peptides")
+        inference["nar_pmc"] = pmc
+        inference["nar_breakdown"] = nar_breakdown(nar_seq, examples, b, args.pmc_spectra // b)
+        inference["nar_load"] = load()
+        print(
+            f"[{time.perf_counter() - wall0:6.1f}s] NAR {nar['spectra_per_s']:.2f} spectra/s, "
+            f"PMC {pmc['spectra_per_s']:.2f}; breakdown {inference['nar_breakdown']}",
+            flush=True,
+        )
+
+        # --- hybrid (zoo only) ---------------------------------------------------------------
+        hyb_config = dataclasses.replace(config, mode="hybrid", nar_layers=args.n_layers)
+        hyb_params = zcasanovo.warm_start_hybrid(random_params(hyb_config, args.seed + 2), params)
+        hyb_params = add_bias(hyb_params, ("nar_output", "bias"), 0, blank_bias)
+        probe = Sequencer(hyb_config, hyb_params, residues, max_peaks=150)
+        hyb_margins = stop_margins(hyb_config, hyb_params, probe, calib)
+        # The warm start copied the stop bias above; top it up for the hybrid's own margins.
+        extra = calibrate_stop(hyb_margins, args.target_length)
+        hyb_params = add_bias(hyb_params, ("ar_output", "bias"), hyb_config.stop_id, extra)
+        for beam in (1, 5):
+            seq = Sequencer(
+                hyb_config, hyb_params, residues, max_peaks=150, beam=beam,
+                precursor_filter=False, casanovo_compatible=True,
+            )
+            res = zoo_timed(seq, examples, "hybrid", b)
+            toks = res.pop("peptides")
+            res["found"] = f"{sum(bool(t) for t in toks)}/{len(toks)}"
+            inference[f"hybrid_beam{beam}"] = res
+        inference["hybrid_load"] = load()
+        print(
+            f"[{time.perf_counter() - wall0:6.1f}s] hybrid beam 1 "
+            f"{inference['hybrid_beam1']['spectra_per_s']:.2f}, beam 5 "
+            f"{inference['hybrid_beam5']['spectra_per_s']:.2f} spectra/s",
+            flush=True,
+        )
+        result["inference"] = inference
+
+        # --- training ------------------------------------------------------------------------
+        task, setup = zoo_train_setup(config, args, hp)
+        result["train"] = bench_train(args, cas, task, setup, params, examples)
+        result["train"]["load"] = load()
+        tr = result["train"]
+        print(
+            f"[{time.perf_counter() - wall0:6.1f}s] train: Casanovo "
+            f"{tr['casanovo']['spectra_per_s']:.2f} spectra/s, zoo {tr['zoo']['spectra_per_s']:.2f}"
+            f" (compile {tr['jax_compile_s']:.1f}s)",
+            flush=True,
+        )
+        result["train_zoo_only"] = {
+            "nar": zoo_train_only(args, nar_config, nar_params, hp, examples),
+            "hybrid": zoo_train_only(args, hyb_config, hyb_params, hp, examples),
+        }
+    finally:
+        cas.close()
+    result["load_end"] = load()
+    result["wall_s"] = time.perf_counter() - wall0
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    return result
+
+
+def print_table(r: dict) -> None:
+    inf, tr = r["inference"], r["train"]
+    rows = [
+        ("AR beam 1", inf["beam1"]["casanovo"]["spectra_per_s"], inf["beam1"]["zoo_ar"]["spectra_per_s"]),
+        ("AR beam 5", inf["beam5"]["casanovo"]["spectra_per_s"], inf["beam5"]["zoo_ar"]["spectra_per_s"]),
+        ("NAR (CTC beam 5)", None, inf["nar"]["spectra_per_s"]),
+        ("NAR + precise mass control", None, inf["nar_pmc"]["spectra_per_s"]),
+        ("hybrid beam 1", None, inf["hybrid_beam1"]["spectra_per_s"]),
+        ("hybrid beam 5", None, inf["hybrid_beam5"]["spectra_per_s"]),
+        ("training (AR)", tr["casanovo"]["spectra_per_s"], tr["zoo"]["spectra_per_s"]),
+        ("training (NAR)", None, r["train_zoo_only"]["nar"]["spectra_per_s"]),
+        ("training (hybrid)", None, r["train_zoo_only"]["hybrid"]["spectra_per_s"]),
+    ]
+    print(f"\n{'spectra/s':<30}{'Casanovo':>10}{'zoo':>10}{'zoo/Cas':>10}")
+    for name, c, z in rows:
+        ratio = f"{z / c:.2f}x" if c else ""
+        cs = f"{c:.2f}" if c else "-"
+        print(f"{name:<30}{cs:>10}{z:>10.2f}{ratio:>10}")
+    nar_vs = inf["nar"]["spectra_per_s"] / inf["beam5"]["zoo_ar"]["spectra_per_s"]
+    print(f"NAR / zoo AR beam 5: {nar_vs:.2f}x")
+    print(
+        f"AR identical predictions: beam 1 {inf['beam1']['identical_predictions']}, "
+        f"beam 5 {inf['beam5']['identical_predictions']}"
+    )
+    print(f"load {r['load_start']} -> {r['load_end']}; wall {r['wall_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
