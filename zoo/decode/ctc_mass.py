@@ -5,11 +5,12 @@ PrimeNovo's PMC) whose collapsed peptide has a neutral mass (residue masses + H2
 `tolerance` Da of the precursor's neutral mass M. `ctc_decode_with_mass` is PrimeNovo's
 policy around it: beam search first; keep its best peptide when it fits, else run PMC.
 
-How it differs from PrimeNovo's PMC (BEAM-Labs/denovo, `PrimeNovo/.../mass_con.py`):
-PrimeNovo runs a CUDA DP over a 1-Da grid, clamps log-probs at -20, uses H2O = 18.01, and
-accepts |mass - M| < 0.1 after rounding to the grid. This one runs on the CPU, scores exact
-log-probabilities, and checks the exact mass of what it returns, so the returned path always
-fits, and it proves the path is the most probable fitting one (`optimal=True`) or says so.
+How it differs from PrimeNovo's PMC (BEAM-Labs/denovo, `PrimeNovo` `mass_con.py`, as
+summarised in the project's reference notes): PrimeNovo runs a CUDA DP over a 1-Da mass grid
+with log-probs clamped at -20 and H2O = 18.01, so its mass test is only as fine as its grid.
+This one runs on the CPU with exact log-probabilities, checks the exact mass of what it
+returns (a returned path always fits), and proves the path is the most probable fitting one
+(`optimal=True`) or says it could not.
 
 Masses are integers in micro-dalton (Casanovo's table is given to 1e-6 Da, so this is exact);
 a peptide "fits" when |S * 1e-6 + H2O - M| <= tolerance for its residue-mass sum S.
@@ -298,9 +299,9 @@ def _trace(cells_state, cells_bin, g: _Grid, trace, mk, T):
 
 
 def _grid_dp(lp, mk, g: _Grid, window):
-    """Returns (best, certified, unsure_max): best = (path, S) of the most probable fitting
-    path among the cells' best paths, or None; certified = no other path can beat it (or,
-    when best is None, no path fits at all)."""
+    """Returns (best, certified): best = (path, S) of the most probable fitting path among
+    the cells' best paths, or None; certified = no other path can beat it (or, when best is
+    None, no path fits at all)."""
     T, C = lp.shape
     w_lo, w_hi = window
     score, start, trace = _forward(lp, g)

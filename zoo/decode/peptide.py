@@ -293,6 +293,7 @@ def ar_beam_search(
         allowed = allowed[None, :] | ((tok_V == voc.stop) & stop_ok)[None, :]
         # Reversed, the modification comes last, `$` right after it; else only first.
         mod_ok_N = _pick(rev, (rows.n_mods_N == 0) & (step + 1 >= min_length), step == 0)
+        mod_ok_N = jnp.broadcast_to(mod_ok_N, (n_rows,))
         allowed = allowed | (is_mod_V[None, :] & mod_ok_N[:, None])
         after_mod_N = rev & (step > 0) & is_mod_V[token_at(rows.tokens_NxT, step - 1)]
         return jnp.where(after_mod_N[:, None], (tok_V == voc.stop)[None, :], allowed)
@@ -370,7 +371,7 @@ def ar_beam_search(
         )
         bad_mods = (rows.n_mods_N > 1) | ((rows.n_mods_N > 0) & ~is_mod_V[at_nterm])
         discarded = (tok_N == PAD) | ((step > 0) & bad_mods) | (is_stop & (length_N < min_length))
-        discarded = _pick(compat, discarded, False)
+        discarded = _pick(compat, discarded, jnp.zeros_like(discarded))
         finished = _pick(compat, is_stop, rows.alive_N & is_stop)
         live = _pick(compat, ~discarded, rows.alive_N)
 

@@ -344,7 +344,7 @@ class Sequencer:
 
     decoder: "ar" (AR beam search on the AR decoder; in a hybrid model its cross-attention
     reads the NAR states), "hybrid" (same as "ar" on a hybrid model), "nar" (CTC beam search
-    on the NAR decoder), "nar_pmc" (CTC beam search, then precise mass control when the
+    on the NAR decoder; `ctc_beam=1`: greedy), "nar_pmc" (CTC beam search, then precise mass control when the
     peptide misses the precursor by more than 0.1 Da).
     """
 
@@ -473,9 +473,10 @@ class Sequencer:
             raise ValueError(f"a {self.config.mode!r} model has no NAR decoder; use ar")
         lp = np.asarray(jax.device_get(self._nar(*args)), np.float64)
         neutral = (x["precursor_mz"] - zres.PROTON) * x["precursor_charge"]
-        if decoder == "nar":
-            decoded = ctc.ctc_beam_search(lp, self.ctc_beam)
-            decoded = [d[0] for d in decoded]
+        if decoder == "nar" and self.ctc_beam == 1:
+            decoded = ctc.ctc_greedy(lp)
+        elif decoder == "nar":
+            decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam)]
         else:
             decoded = ctc_mass.ctc_decode_with_mass(
                 lp,
