@@ -13,8 +13,9 @@ Commands ({"cmd": ..., ...}):
   I replaced by L, reversed, stop `$`), with the given sizes and max_peptide_len; saved as a
   Lightning-style checkpoint (state_dict + hyper_parameters, the tokenizer object included)
   for zoo's importer. Replies the parameter count and the training settings.
-- stop_bias: adds a constant to the output bias of `$` (random weights almost never pick it,
-  so every beam would run to max_peptide_len) and saves the checkpoint again.
+- position_stop: weight surgery so that the random decoder picks `$` after a realistic,
+  position-dependent number of residues (random weights almost never pick it, so every
+  beam would run to max_peptide_len); saves the checkpoint again.
 - load: reads an MGF with Casanovo's own `DeNovoDataModule` (depthcharge SpectrumDataset,
   Casanovo's preprocessing functions and charge filter, annotated so that `seq` is
   tokenized), batch size as given, and keeps the batches in memory.
@@ -104,13 +105,32 @@ def _save(state: dict) -> None:
     torch.save(ckpt, state["ckpt"])
 
 
-def stop_bias(req: dict, state: dict) -> dict:
-    """Adds req["bias"] to the output bias of `$` and saves the checkpoint again."""
+def position_stop(req: dict, state: dict) -> dict:
+    """Makes the random decoder end beams at a position-dependent step (see the benchmark's
+    docstring): feature `k` of the decoder's residual stream carries only the sinusoidal
+    position (zero in the token, charge and precursor-mass encodings and in every layer's
+    attention and FFN output rows), and the `$` logit reads it with weight `alpha`, plus
+    `bias`; the pad and N-terminal modification logits are lowered by `suppress`. Saves the
+    checkpoint again.
+    """
     model = state["model"]
+    dec, k, stop = model.decoder, int(req["k"]), model.tokenizer.stop_int
     with torch.no_grad():
-        model.decoder.final.bias[model.tokenizer.stop_int] += float(req["bias"])
+        for layer in dec.transformer_decoder.layers:
+            for proj in (layer.self_attn.out_proj, layer.multihead_attn.out_proj, layer.linear2):
+                proj.weight[k, :] = 0.0
+                proj.bias[k] = 0.0
+        dec.token_encoder.weight[:, k] = 0.0
+        dec.charge_encoder.weight[:, k] = 0.0
+        dec.mass_encoder.sin_term[k] = 1e30  # sin(mass / 1e30) = 0: no precursor in feature k
+        dec.final.weight[stop, k] = float(req["alpha"])
+        dec.final.bias[stop] += float(req["bias"])
+        # Pad and N-terminal modifications end a beam when picked in the wrong place; a
+        # random model picks them as often as any residue, a trained one rarely.
+        for i in [0, *model.nterm_idx.tolist()]:
+            dec.final.bias[i] -= float(req.get("suppress", 0.0))
     _save(state)
-    return {"stop_int": int(model.tokenizer.stop_int)}
+    return {"stop_int": int(stop)}
 
 
 def load(req: dict, state: dict) -> dict:
@@ -210,7 +230,7 @@ def train(req: dict, state: dict) -> dict:
     return {"seconds": times, "losses": losses}
 
 
-COMMANDS = {"build": build, "stop_bias": stop_bias, "load": load, "infer": infer, "train": train}
+COMMANDS = {"build": build, "position_stop": position_stop, "load": load, "infer": infer, "train": train}
 
 
 def main() -> None:

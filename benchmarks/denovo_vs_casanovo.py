@@ -77,6 +77,7 @@ from zoo.train import optim as zoptim  # noqa: E402
 from zoo.train import step as zstep  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SUPPRESS = 8.0  # logit penalty on pad and N-terminal modifications (see _casanovo_side.py)
 ROOT = os.path.dirname(HERE)
 
 
@@ -91,7 +92,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--spectra", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--pmc-spectra", type=int, default=64, help="timed spectra for nar_pmc")
-    ap.add_argument("--target-length", type=int, default=12, help="median decoded length")
     ap.add_argument("--train-steps", type=int, default=6, help="timed steps per side")
     ap.add_argument("--train-warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads")
@@ -276,15 +276,48 @@ def calibrate_blank(logits_BxTxC: np.ndarray, target: float) -> float:
     )
 
 
-def add_bias(params, path: tuple[str, ...], index: int, value: float):
-    """Copy of params with value added to params[path][index] (an output bias entry)."""
+def position_feature(params, config: peptide.PeptideConfig) -> int:
+    """The sine feature of the decoder's position encoding that rises monotonically over
+    positions 0..max_peptide_len: divisor ~4/3 max_peptide_len, so the phase t / divisor
+    stays below 0.75 rad, where the sine still rises."""
+    terms = np.asarray(params["ar_positions"]["terms"])
+    n_sin = -(-config.d_model // 2)
+    want = 4.0 / 3.0 * config.max_peptide_len
+    return int(np.argmin(np.abs(terms[:n_sin] - want)))
+
+
+def calibrate_position_stop(m0_BxT, h_BxT, true_lengths, min_length: int = 6):
+    """(alpha, bias, greedy lengths): `$` logit += alpha * position feature + bias, chosen
+    so that greedy stop lengths have the true lengths' median and about their spread, with
+    few beams stopping below Casanovo's min_peptide_len or never."""
+    steps = m0_BxT.shape[1]
+    med = float(np.median(true_lengths))
+    iqr = float(np.subtract(*np.percentile(true_lengths, [75, 25])))
+    best = None
+    for alpha in np.geomspace(1.0, 1000.0, 61):
+        m = m0_BxT + alpha * h_BxT
+        bias = calibrate_stop(m, med)
+        lengths = stop_lengths(m, bias)
+        q75, q25 = np.percentile(lengths, [75, 25])
+        score = (
+            abs((q75 - q25) - iqr)
+            + 50 * np.mean(lengths < min_length)
+            + 50 * np.mean(lengths >= steps)
+        )
+        if best is None or score < best[0]:
+            best = (score, float(alpha), float(bias), lengths)
+    return best[1], best[2], best[3]
+
+
+def bump(params, path: tuple[str, ...], index, value: float, *, assign: bool = False):
+    """Copy of params with params[path][index] += value (= value when assign)."""
     params = jax.tree.map(lambda x: x, params)  # new containers, same leaves
     node = params
     for key in path[:-1]:
         node[key] = dict(node[key])
         node = node[key]
     leaf = np.array(node[path[-1]], np.float32)
-    leaf[index] += value
+    leaf[index] = value if assign else leaf[index] + value
     node[path[-1]] = leaf
     return params
 
@@ -326,20 +359,31 @@ def zoo_timed(seq: Sequencer, examples, decoder: str, batch: int) -> dict:
     }
 
 
-def casanovo_timed(cas: Casanovo, beam: int, n_batches: int) -> dict:
-    warm = cas("infer", beam=beam, batches=[0])
-    out = cas("infer", beam=beam, batches=list(range(1, n_batches)))
-    n = len(out["peptides"])
-    return {
-        "warmup_s": warm["seconds"][0],
-        "seconds": out["seconds"],
-        "spectra": n,
-        "spectra_per_s": n / sum(out["seconds"]),
-        "peptides": warm["peptides"] + out["peptides"],
-        "decoder_calls": warm["decoder_calls"] + out["decoder_calls"],
-        "decoder_rows": warm["decoder_rows"] + out["decoder_rows"],
-        "decoder_positions": warm["decoder_positions"] + out["decoder_positions"],
-    }
+def ar_interleaved(cas: Casanovo, beam: int, seqs: dict, examples, batch: int) -> dict:
+    """Casanovo and zoo's AR searches batch by batch in turn (Casanovo batch i, then each
+    zoo Sequencer on batch i), so that load from other jobs falls on all alike. Batch 0 is
+    everyone's warm-up (zoo compiles there) and is not timed."""
+    n_batches = len(examples) // batch
+    cas_out: dict = {k: [] for k in ("seconds", "peptides", "decoder_calls", "decoder_rows",
+                                     "decoder_positions")}
+    zoo_out = {name: {"seconds": [], "peptides": []} for name in seqs}
+    for i in range(n_batches):
+        out = cas("infer", beam=beam, batches=[i])
+        for key in cas_out:
+            cas_out[key] += out[key]
+        chunk = examples[i * batch : (i + 1) * batch]
+        for name, seq in seqs.items():
+            t0 = time.perf_counter()
+            preds = seq.predict_all(chunk, "ar", batch)
+            zoo_out[name]["seconds"].append(time.perf_counter() - t0)
+            zoo_out[name]["peptides"] += [p.tokens for p in preds]
+    res = {"casanovo": cas_out, **zoo_out}
+    for r in res.values():
+        warm, *timed = r.pop("seconds")
+        r["warmup_s"], r["seconds"] = warm, timed
+        r["spectra"] = (n_batches - 1) * batch
+        r["spectra_per_s"] = r["spectra"] / sum(timed)
+    return res
 
 
 def as_tokens(peptide_text: str, residues: zres.Residues) -> tuple[str, ...]:
@@ -522,18 +566,31 @@ def main(argv=None) -> dict:
         n_batches = len(examples) // b
         examples = examples[: n_batches * b]
 
-        # --- stop bias: beams end at realistic lengths on both sides -------------------------
+        # --- beams end at realistic lengths on both sides ------------------------------------
+        # Surgery in Casanovo's model (then saved and imported again, so both sides keep
+        # identical weights): a residual feature that carries only the position drives `$`.
+        k = position_feature(params, config)
+        cas("position_stop", k=k, alpha=0.0, bias=0.0, suppress=SUPPRESS)
+        config, params, info = zcasanovo.load_casanovo(ckpt)
         calib = examples[:b]
-        ar_seq = Sequencer(config, params, residues, max_peaks=150)
-        margins = stop_margins(config, params, ar_seq, calib)
-        stop_bias = calibrate_stop(margins, args.target_length)
-        cas("stop_bias", bias=stop_bias)
+        true_lengths = np.array([len(e["tokens"]) for e in calib])
+        probe = Sequencer(config, params, residues, max_peaks=150)
+        stop = config.stop_id
+        m0 = stop_margins(config, params, probe, calib)
+        unit = bump(params, ("ar_output", "kernel"), (k, stop), 1.0, assign=True)
+        h = stop_margins(config, unit, probe, calib) - m0
+        alpha, stop_bias, lengths = calibrate_position_stop(m0, h, true_lengths)
+        cas("position_stop", k=k, alpha=alpha, bias=stop_bias)
         config, params, info = zcasanovo.load_casanovo(ckpt)  # the file Casanovo also holds
-        lengths = stop_lengths(margins, stop_bias)
-        result["stop_bias"] = {
-            "value": stop_bias,
-            "greedy_stop_length_quartiles_calibration_batch": np.percentile(
+        result["position_stop"] = {
+            "feature": k,
+            "alpha": alpha,
+            "bias": stop_bias,
+            "greedy_length_quartiles_calibration_batch": np.percentile(
                 lengths, [25, 50, 75]
+            ).tolist(),
+            "true_length_quartiles_calibration_batch": np.percentile(
+                true_lengths, [25, 50, 75]
             ).tolist(),
         }
 
@@ -549,29 +606,45 @@ def main(argv=None) -> dict:
             "casanovo_load_s": loaded["seconds"],
         }
         print(
-            f"[{time.perf_counter() - wall0:6.1f}s] model {hp['params']:,} params; stop bias "
-            f"{stop_bias:+.3f}; inputs {result['inputs_check']}",
+            f"[{time.perf_counter() - wall0:6.1f}s] model {hp['params']:,} params; "
+            f"{result['position_stop']}; inputs {result['inputs_check']}",
             flush=True,
         )
 
         # --- AR: Casanovo vs zoo, same weights -------------------------------------------------
         inference: dict = {}
+        tight_peaks = -(-max(len(e["mz"]) for e in examples) // 8) * 8
         for beam in (1, 5):
-            cas_res = casanovo_timed(cas, beam, n_batches)
-            seq = Sequencer(
-                config, params, residues, max_peaks=150, beam=beam,
-                precursor_filter=False, casanovo_compatible=True,
-            )
-            zoo_res = zoo_timed(seq, examples, "ar", b)
+            seqs = {
+                "zoo_ar": Sequencer(
+                    config, params, residues, max_peaks=150, beam=beam,
+                    precursor_filter=False, casanovo_compatible=True,
+                ),
+                # The same search with peaks padded to the data's most peaks (rounded up to
+                # 8) instead of 150: Casanovo pads each batch to its own longest spectrum.
+                f"zoo_ar_{tight_peaks}_peaks": Sequencer(
+                    config, params, residues, max_peaks=tight_peaks, beam=beam,
+                    precursor_filter=False, casanovo_compatible=True,
+                ),
+            }
+            res = ar_interleaved(cas, beam, seqs, examples, b)
+            cas_res, zoo_res = res["casanovo"], res["zoo_ar"]
             cas_tokens = [as_tokens(p, residues) for p in cas_res.pop("peptides")]
             zoo_tokens = zoo_res.pop("peptides")
+            for name in seqs:
+                res[name].pop("peptides", None)
             same = sum(x == y for x, y in zip(cas_tokens, zoo_tokens))
+            differ = [
+                {"spectrum": i, "casanovo": "".join(x), "zoo": "".join(y)}
+                for i, (x, y) in enumerate(zip(cas_tokens, zoo_tokens))
+                if x != y
+            ]
             found = sum(bool(x) for x in cas_tokens)
             lengths = [len(x) for x in cas_tokens if x]
             inference[f"beam{beam}"] = {
-                "casanovo": cas_res,
-                "zoo_ar": zoo_res,
+                **res,
                 "identical_predictions": f"{same}/{len(cas_tokens)}",
+                "differing_predictions": differ[:5],
                 "casanovo_found": f"{found}/{len(cas_tokens)}",
                 "predicted_length_median": float(np.median(lengths)) if lengths else None,
                 "ratio_zoo_over_casanovo": zoo_res["spectra_per_s"] / cas_res["spectra_per_s"],
@@ -580,9 +653,11 @@ def main(argv=None) -> dict:
                 / len(cas_tokens),
                 "load": load(),
             }
+            tight = res[f"zoo_ar_{tight_peaks}_peaks"]
             print(
                 f"[{time.perf_counter() - wall0:6.1f}s] beam {beam}: Casanovo "
                 f"{cas_res['spectra_per_s']:.2f} spectra/s, zoo {zoo_res['spectra_per_s']:.2f} "
+                f"({tight['spectra_per_s']:.2f} at {tight_peaks} peaks) "
                 f"(compile+first batch {zoo_res['warmup_s']:.1f}s); identical {same}/"
                 f"{len(cas_tokens)}, Casanovo found {found}",
                 flush=True,
@@ -598,8 +673,8 @@ def main(argv=None) -> dict:
                        x["precursor_charge"]),
             np.float64,
         )
-        blank_bias = calibrate_blank(logits, args.target_length)
-        nar_params = add_bias(nar_params, ("nar_output", "bias"), 0, blank_bias)
+        blank_bias = calibrate_blank(logits, float(np.median(true_lengths)))
+        nar_params = bump(nar_params, ("nar_output", "bias"), 0, blank_bias)
         result["blank_bias"] = blank_bias
         nar_seq = Sequencer(
             nar_config, nar_params, residues, max_peaks=150,
@@ -612,7 +687,7 @@ def main(argv=None) -> dict:
         pmc = zoo_timed(nar_seq, examples[:pmc_n], "nar_pmc", b)
         pmc.pop("peptides")
         inference["nar_pmc"] = pmc
-        inference["nar_breakdown"] = nar_breakdown(nar_seq, examples, b, args.pmc_spectra // b)
+        inference["nar_breakdown"] = nar_breakdown(nar_seq, examples, b, pmc_batches=1)
         inference["nar_load"] = load()
         print(
             f"[{time.perf_counter() - wall0:6.1f}s] NAR {nar['spectra_per_s']:.2f} spectra/s, "
@@ -623,12 +698,13 @@ def main(argv=None) -> dict:
         # --- hybrid (zoo only) ---------------------------------------------------------------
         hyb_config = dataclasses.replace(config, mode="hybrid", nar_layers=args.n_layers)
         hyb_params = zcasanovo.warm_start_hybrid(random_params(hyb_config, args.seed + 2), params)
-        hyb_params = add_bias(hyb_params, ("nar_output", "bias"), 0, blank_bias)
+        hyb_params = bump(hyb_params, ("nar_output", "bias"), 0, blank_bias)
         probe = Sequencer(hyb_config, hyb_params, residues, max_peaks=150)
         hyb_margins = stop_margins(hyb_config, hyb_params, probe, calib)
-        # The warm start copied the stop bias above; top it up for the hybrid's own margins.
-        extra = calibrate_stop(hyb_margins, args.target_length)
-        hyb_params = add_bias(hyb_params, ("ar_output", "bias"), hyb_config.stop_id, extra)
+        # The warm start copied the stop surgery; shift `$` for the hybrid's own margins.
+        extra = calibrate_stop(hyb_margins, float(np.median(true_lengths)))
+        hyb_params = bump(hyb_params, ("ar_output", "bias"), hyb_config.stop_id, extra)
+        result["hybrid_extra_stop_bias"] = extra
         for beam in (1, 5):
             seq = Sequencer(
                 hyb_config, hyb_params, residues, max_peaks=150, beam=beam,

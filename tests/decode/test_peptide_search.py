@@ -7,7 +7,8 @@ Two synthetic decoders, no weights:
   in JAX and by tests/fixtures/make_ar_search_fixtures.py in NumPy for Casanovo 5.2.1's own
   beam search, whose predictions tests/fixtures/ar_search/casanovo_beams.json holds.
 One jitted search serves both decoders and every rule set (the rule flags are traced), so the
-file compiles four searches (beams 1, 3, 5 and the exhaustive one).
+file compiles five searches: beams 1, 3, 5, the exhaustive one, and one on a tiny
+PeptideModel through its KV cache (zoo.models.peptide).
 """
 
 from __future__ import annotations
@@ -116,9 +117,7 @@ def build_trie(spectra: list[list[tuple[list[int], list[float]]]]):
 EMPTY_TRIE = build_trie([])
 
 
-@functools.partial(
-    jax.jit, static_argnames=("beam",), compiler_options=FAST_COMPILE
-)
+@functools.partial(jax.jit, static_argnames=("beam",), compiler_options=FAST_COMPILE)
 def search(trie, seed_B, parts, z_B, rules, *, beam):
     """One search over the trie (rules["hash"] False) or the hash decoder (True)."""
     nxt, trie_logits, root_B = trie
@@ -322,8 +321,9 @@ def test_min_length_and_nterm_modification_rules(compat, filt, reverse):
         seq = ids(tokens)[::-1] if reverse else ids(tokens)
         trie.append([(seq + [STOP], [10.0] * (len(seq) + 1))])
     mz = [precursor_mz(RES.peptide_mass(t), 2) for t in peptides]
-    preds = run_search(trie=trie, mz=mz, z=[2] * 4, beam=5, reverse=reverse, compat=compat,
-                       filt=filt)
+    preds = run_search(
+        trie=trie, mz=mz, z=[2] * 4, beam=5, reverse=reverse, compat=compat, filt=filt
+    )
     for pred in preds:
         # Casanovo 5 may keep nothing once it discards; with the filter, every beam from the
         # short peptide's prefix passes its precursor before 6 tokens and is dropped.
@@ -339,8 +339,16 @@ def test_min_length_and_nterm_modification_rules(compat, filt, reverse):
 
 def test_min_length_is_a_parameter():
     short = "PEPK"
-    preds = run_search(trie=[[oracle_path(short, True)]], mz=[mz_of(short, 2)], z=[2], beam=3,
-                       reverse=True, compat=False, filt=True, min_length=4)
+    preds = run_search(
+        trie=[[oracle_path(short, True)]],
+        mz=[mz_of(short, 2)],
+        z=[2],
+        beam=3,
+        reverse=True,
+        compat=False,
+        filt=True,
+        min_length=4,
+    )
     assert preds[0].peptide == short and preds[0].matches_precursor
 
 
@@ -353,8 +361,15 @@ def test_reversed_decoding_returns_n_to_c_order_with_aligned_scores(compat):
     tokens = RES.parse(peptide)
     gen = ids(tokens)[::-1]  # K E L E A M+15.995 D P K D S +42.011
     lg = [4.0 + 0.5 * i for i in range(len(gen))] + [12.0]
-    (pred,) = run_search(trie=[[(gen + [STOP], lg)]], mz=[mz_of(peptide, 3)], z=[3], beam=5,
-                         reverse=True, compat=compat, filt=False)
+    (pred,) = run_search(
+        trie=[[(gen + [STOP], lg)]],
+        mz=[mz_of(peptide, 3)],
+        z=[3],
+        beam=5,
+        reverse=True,
+        compat=compat,
+        filt=False,
+    )
     assert pred.peptide == peptide and pred.tokens == tuple(tokens)
     # Generation step i has probability softmax(lg[i]); N->C order reverses them.
     probs = [softmax_target(x) for x in lg[:-1]]
@@ -424,9 +439,20 @@ def tiny_model(seed_B):
 @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 def tiny_search(seed_B, parts, z_B, filt):
     first, cache, step = tiny_model(seed_B)
-    return ar_beam_search(step, first, cache, precursor_mz_B=parts, charge_B=z_B, residues=TINY,
-                          beam_size=800, max_length=5, min_length=2, reverse=True,
-                          precursor_filter=filt, casanovo_compatible=False)
+    return ar_beam_search(
+        step,
+        first,
+        cache,
+        precursor_mz_B=parts,
+        charge_B=z_B,
+        residues=TINY,
+        beam_size=800,
+        max_length=5,
+        min_length=2,
+        reverse=True,
+        precursor_filter=filt,
+        casanovo_compatible=False,
+    )
 
 
 def _np_mix(h):
@@ -510,8 +536,9 @@ def test_wide_beam_search_equals_exhaustive_search(filt):
         mz.append(precursor_mz(TINY.peptide_mass(pep), 2))
     z = [2, 2, 2]
     seeds = hash_seeds(mz)
-    result = tiny_search(jnp.asarray(seeds), mz_parts(np.asarray(mz)), jnp.asarray(z),
-                         jnp.bool_(filt))
+    result = tiny_search(
+        jnp.asarray(seeds), mz_parts(np.asarray(mz)), jnp.asarray(z), jnp.bool_(filt)
+    )
     preds = to_predictions(result, residues=TINY, reverse=True, charge_B=z)
     matched = 0
     for i, pred in enumerate(preds):
@@ -537,9 +564,18 @@ def test_search_on_a_tiny_peptide_model_scores_what_teacher_forcing_gives():
     from zoo.models import peptide
     from zoo.models.peptide import PeptideConfig, PeptideModel
 
-    cfg = PeptideConfig(mode="hybrid", n_residues=len(RES.tokens), d_model=16, n_heads=2,
-                        d_ff=32, encoder_layers=1, ar_layers=1, nar_layers=1, nar_slots=8,
-                        max_peptide_len=12)
+    cfg = PeptideConfig(
+        mode="hybrid",
+        n_residues=len(RES.tokens),
+        d_model=16,
+        n_heads=2,
+        d_ff=32,
+        encoder_layers=1,
+        ar_layers=1,
+        nar_layers=1,
+        nar_slots=8,
+        max_peptide_len=12,
+    )
     model = PeptideModel(cfg)
     n, peaks = 4, 6
     rng = np.random.default_rng(0)
@@ -568,15 +604,32 @@ def test_search_on_a_tiny_peptide_model_scores_what_teacher_forcing_gives():
         v = {"params": params}
         memory, mask = model.apply(v, mz, intensity, method=PeptideModel.encode)
         states, _ = model.apply(v, memory, mask, mass, charge, method=PeptideModel.nar)
-        first, cache = model.apply(v, mass, charge, memory, mask, states, cfg.max_peptide_len,
-                                   method=PeptideModel.ar_init_cache)
+        first, cache = model.apply(
+            v,
+            mass,
+            charge,
+            memory,
+            mask,
+            states,
+            cfg.max_peptide_len,
+            method=PeptideModel.ar_init_cache,
+        )
 
         def step(tok_N, c):
             return model.apply(v, tok_N, c, method=PeptideModel.ar_step)
 
-        result = ar_beam_search(step, first, cache, precursor_mz_B=parts, charge_B=charge,
-                                residues=RES, beam_size=3, max_length=cfg.max_peptide_len,
-                                reverse=cfg.reverse, precursor_filter=False)
+        result = ar_beam_search(
+            step,
+            first,
+            cache,
+            precursor_mz_B=parts,
+            charge_B=charge,
+            residues=RES,
+            beam_size=3,
+            max_length=cfg.max_peptide_len,
+            reverse=cfg.reverse,
+            precursor_filter=False,
+        )
         # Teacher forcing on the kept tokens (generation order) and `$`, zero-padded: the
         # decoder is causal, so the padding does not change earlier positions.
         pos_T = jnp.arange(cfg.max_peptide_len)

@@ -138,9 +138,8 @@ def test_warm_start_takes_only_the_selected_parameters(tmp_path, data_dir, stage
         "--config.model.mode=hybrid",
         f"--config.train.init_from={stage1}",
         "--config.train.init_from_patterns=('^encoder_',)",
-        "--config.train.num_steps=1",
+        "--config.train.num_steps=4",  # stage 1's: same schedule, same compiled step
         "--config.checkpoint.every_steps=1",
-        "--config.optim.warmup_steps=5",
     )  # fmt: skip
     assert code == 0
     # The first warmup step has learning rate 0: the step-1 params are the initial ones.
@@ -190,3 +189,47 @@ def test_zoo_denovo_writes_mztab_and_counts_bad_records(tmp_path, data_dir, stag
         out_m = tmp_path / f"{mode}.mztab"
         assert cli.main(args[:-1] + [str(out_m), "--skip-bad", "--mode", mode]) == 0
         assert len(mztab.read_mztab(out_m)) > 0
+
+
+def test_nine_species_tiny_trains_leave_one_species_out_from_mgf_files(tmp_path, data_dir):
+    """recipes/denovo_nine_species.py:tiny on a directory with one small MGF per species."""
+    import importlib.util
+
+    from zoo.data import simulate
+
+    spec = importlib.util.spec_from_file_location(
+        "denovo_nine_species", runner.REPO / "recipes" / "denovo_nine_species.py"
+    )
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    peptides = simulate.fasta_digest(
+        simulate.embedded_fasta(), missed_cleavages=0, min_length=6, max_length=8
+    )
+    rng = np.random.default_rng(0)
+    manual = tmp_path / "nine_species"
+    manual.mkdir()
+    for k, species in enumerate(recipe.SPECIES):
+        records = []
+        for j in range(16):
+            sim = simulate.simulate(peptides[(16 * k + j) % len(peptides)], rng)
+            records.append(
+                spectra.Spectrum(
+                    mz=sim.mz, intensity=sim.intensity, precursor_mz=sim.precursor_mz,
+                    precursor_charge=sim.precursor_charge, peptide="".join(sim.tokens),
+                    title=f"{species}:{j}",
+                )
+            )  # fmt: skip
+        spectra.write_mgf(manual / f"high.{species}.PXD00{k}.mgf", records)
+    splits = recipe.species_splits("yeast")
+    assert "*yeast*.mgf" in splits["test"] and "*mmazei*.mgf" in splits["validation"]
+    assert not any("yeast" in p or "mmazei" in p for p in splits["train"])
+    code = cli.main(
+        ["train", "--config", "recipes/denovo_nine_species.py:tiny",
+         "--workdir", str(tmp_path / "run"), f"--config.task.data_dir={data_dir}",
+         f"--config.task.manual_dir={manual}", "--config.train.num_steps=4",
+         # denovo_demo.py:tiny's optimizer, so the step compiled for stage 1 is reused
+         "--config.optim.learning_rate=1e-3", "--config.optim.end_learning_rate_ratio=0.05",
+         "--config.optim.b2=0.98", "--config.optim.eps=1e-9"]
+    )  # fmt: skip
+    assert code == 0
+    assert [r["step"] for r in _rows(tmp_path / "run")] == [1, 2, 3, 4]

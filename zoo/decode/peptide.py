@@ -2,50 +2,48 @@
 
 A peptide model plugs in as in `zoo.decode.search`: `first_logits_BxV` (the distribution of the
 first generated token, from the precursor alone), an initial `cache` whose every leaf has the
-batch as its leading dim, and `step_fn(token_ids_N, cache) -> (logits_NxV, cache)` that feeds one
-token per row. Token ids: 0 pad, 1..n the residues in `Residues.tokens` order, n+1 the stop `$`;
-V = n + 2. Tokens come in generation order, C->N when the model decodes `reverse`d (Casanovo 5).
-Beam search repeats every cache row `beam_size` times (row b*S + s is beam s of spectrum b) and
-reorders rows with `zoo.decode.search.gather_rows`, so the model needs no beam logic.
+batch as its leading dim, and `step_fn(token_ids_N, cache) -> (logits_NxV, cache)` that feeds
+one token per row (`PeptideModel.ar_init_cache` / `ar_step`). Token ids: 0 pad, 1..n the
+residues in `Residues.tokens` order, n+1 the stop `$`; V = n + 2. Tokens come in generation
+order, C->N when the model decodes `reverse`d (Casanovo 5). Rows are spectra x beams (row
+b*S + s is beam s of spectrum b); `zoo.decode.search.repeat_rows` / `gather_rows` expand and
+reorder the cache, so the model needs no beam logic.
 
-Two families of rules, chosen by static flags:
+Rules (flags are Python bools, or traced bool scalars for one compiled search of every mode):
 
 - `casanovo_compatible=True` is Casanovo 5.2.1's `Spec2Pep.beam_search_decode`, quirks
-  included (checked against Casanovo itself, see tests/decode/test_peptide_search.py):
-  the first token is the top-S of the raw logits over the whole vocabulary (pad and `$`
-  included); candidates are ranked by the mean *logit* (not log-probability) of their tokens;
-  rows that finished or were discarded are not removed but score 0 (their pad candidate
-  1e-8 x their mean) and can be picked again when fewer than S live candidates score above
-  0; a pad candidate scores 1e-8 x its mean; a beam is discarded when it picks pad, stops
-  shorter than `min_length` tokens (an N-terminal modification counts as a token), or holds
-  more than one N-terminal modification or one away from the N-terminus; only beams that
-  pick `$` are kept as predictions; a prediction's score is the product of its token
-  probabilities, `$` included, each clipped to [float64 eps, 1]; the highest-scoring kept
-  beam is the answer. Not reproduced: the order among exactly equal candidate scores (torch
-  `topk` leaves it unspecified; it only arises when fewer than S live candidates score
-  above 0), and a kept beam whose score Casanovo computes as NaN (a `$` picked from a row
-  that had already ended), which this search never prefers to a real one.
-- `casanovo_compatible=False` (default) states the same rules as constraints instead: pad is
-  never picked, `$` only once the peptide has `min_length` tokens, an N-terminal modification
-  only at the N-terminus (first token, or when decoding reversed the last one, with `$`
-  forced next) and only once; ended rows never come back; live beams are ranked by their
-  mean token log-probability.
+  included (tests/decode/test_peptide_search.py compares with Casanovo itself): the first
+  token is the top-S of the raw logits over the whole vocabulary (pad and `$` included);
+  candidates rank by the mean *logit* of their tokens; rows that ended are not removed but
+  score 0 and can be picked again when fewer than S live candidates score above 0; a pad
+  candidate scores 1e-8 x its mean; a beam is discarded when it picks pad, stops with fewer
+  than `min_length` tokens (an N-terminal modification counts), or holds more than one
+  N-terminal modification or one away from the N-terminus; only beams that pick `$` become
+  predictions; the score is the product of the token probabilities, `$` included, each
+  clipped to [float64 eps, 1]; the best kept beam is the answer. Not reproduced: the order
+  among exactly equal candidate scores (torch `topk` leaves it unspecified; it needs fewer
+  than S live candidates above 0), and a beam whose score Casanovo computes as NaN (a `$`
+  picked from a row that had ended), which is never preferred here.
+- `casanovo_compatible=False` (default) states these rules as constraints: pad is never
+  picked, `$` only once the peptide has `min_length` tokens, an N-terminal modification only
+  at the N-terminus (the first token, or when reversed the last, `$` forced next) and once;
+  ended rows never come back; live beams rank by mean token log-probability.
 
-`precursor_filter=True` adds Casanovo 4's precursor filter on top of either: a beam is
-terminated once its mass exceeds the precursor by more than `tolerance_ppm` at every isotope
-in `isotopes`, even after the most negative N-terminal modification could still be added
-(Casanovo 4 assumes it always can; the default rules only while none is present and the
-modification could still come, i.e. when decoding reversed); a terminated beam is kept as a
-prediction (its missing `$` counts as probability 0); and the score is Casanovo 4's: the mean
-token probability (`$` included), minus 1 when the peptide does not match the precursor.
-Without the filter the score is Casanovo 5.2.1's product. A peptide matches when
-|ppm| <= `tolerance_ppm` for some isotope (Casanovo's `_calc_mass_error`, 13C spacing
-`C13_SHIFT`); the flag is returned in every mode.
+`precursor_filter=True` adds Casanovo 4's precursor filter (dropped from de novo mode in
+Casanovo 5.2): a beam is terminated once its mass exceeds the precursor by more than
+`tolerance_ppm` at every isotope in `isotopes`, even with the most negative N-terminal
+modification added (Casanovo 4 always allows for it; the default rules only while it can
+still come, i.e. reversed and none yet); a terminated beam with `min_length` tokens is kept
+as a prediction, its missing `$` counting probability 0; the score is Casanovo 4's: mean token
+probability, `$` included, minus 1 when the peptide misses the precursor. Without the filter
+the score is Casanovo 5.2.1's product. A peptide matches when |ppm| <= `tolerance_ppm` at some
+isotope (Casanovo's `_calc_mass_error`, 13C spacing `C13_SHIFT`); the flag is returned in
+every mode.
 
 Masses are summed in float32 as an exact part (multiples of 2^-10 Da, exact below 16384 Da)
-plus a small remainder, so the ppm test agrees with float64 arithmetic to ~1e-5 ppm.
-All per-step work is one `lax.while_loop` over [spectra * beams] rows with static shapes; call
-the searches inside `jax.jit` (build `step_fn` from the params inside the jitted function).
+plus a small remainder, so the ppm test agrees with float64 to ~1e-5 ppm when the precursor
+m/z comes split on the host (`mz_parts`). The search is one `lax.while_loop` with static
+shapes; call it inside `jax.jit` (build `step_fn` from the params inside the jitted function).
 """
 
 from __future__ import annotations
@@ -338,11 +336,14 @@ def ar_beam_search(
         prob_N = jnp.exp(logp_N)
         alive_N = _pick(compat, jnp.ones((n_rows,), bool), jnp.isfinite(top_BxS.reshape(-1)))
 
+        def put(x_NxT, v_N):  # in-place column write
+            return jax.lax.dynamic_update_slice(x_NxT, v_N[:, None].astype(x_NxT.dtype), (0, step))
+
         rows = gather_rows(rows, parent_BxS)
         rows = _Rows(
-            tokens_NxT=rows.tokens_NxT.at[:, step].set(tok_N),
-            prob_NxT=rows.prob_NxT.at[:, step].set(prob_N),
-            logit_NxT=rows.logit_NxT.at[:, step].set(logit_N),
+            tokens_NxT=put(rows.tokens_NxT, tok_N),
+            prob_NxT=put(rows.prob_NxT, prob_N),
+            logit_NxT=put(rows.logit_NxT, logit_N),
             rank_sum_N=rows.rank_sum_N + _pick(compat, logit_N, logp_N),
             logp_sum_N=rows.logp_sum_N + jnp.log(jnp.clip(prob_N, jnp.float32(EPS), 1.0)),
             prob_sum_N=rows.prob_sum_N + prob_N,
@@ -449,12 +450,14 @@ def ar_beam_search(
         rows, parent_BxS = advance(rows, logits_NxV, step)
         rows, best = settle(rows, best, step)
         cache = gather_rows(cache, parent_BxS)
+
+        def feed():
+            logits, new_cache = step_fn(token_at(rows.tokens_NxT, step), cache)
+            return logits.astype(jnp.float32), new_cache
+
+        # The model runs only when another position follows.
         more = (step + 1 < t_len) & jnp.any(rows.alive_N)
-        logits_NxV, cache = jax.lax.cond(
-            more,
-            lambda: step_fn(token_at(rows.tokens_NxT, step), cache),
-            lambda: (logits_NxV, cache),
-        )
+        logits_NxV, cache = jax.lax.cond(more, feed, lambda: (logits_NxV, cache))
         return step + 1, rows, best, cache, logits_NxV
 
     logits_NxV = jnp.repeat(first_logits_BxV.astype(jnp.float32), s, axis=0)
