@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on an embedded default: the mBART demo on the gettext en->de catalogs of
-# this machine (sentencepiece, translation-only vs CSR-then-translation, BLEU/chrF).
-# Rerunning reuses the finished stages in runs/mbart_demo.
+# The main jobs on embedded defaults: the mBART demo on the gettext en->de catalogs of
+# this machine (sentencepiece, translation-only vs CSR-then-translation, BLEU/chrF), then
+# the de novo peptide demo on simulated spectra (AR vs NAR vs hybrid, mzTab, annotated PNG).
+# Rerunning reuses the finished stages in runs/.
 demo: $(STAMP)
 	$(PY) recipes/mbart_demo.py --workdir runs/mbart_demo
+	$(PY) recipes/denovo_demo.py --workdir runs/denovo_demo
 
 # The core loop's smallest job: a Transformer learns to reverse sequences (~2 minutes).
 demo-smoke: $(STAMP)

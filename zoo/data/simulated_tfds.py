@@ -56,6 +56,12 @@ __all__ = [
     "simulated_builder",
 ]
 
+# TFDS warns, with the whole config printed, whenever a config is not one of the class's
+# predefined ones: every parameter set here is such a config, so the warning is noise.
+logging.getLogger("absl").addFilter(
+    lambda r: not r.getMessage().startswith("Using custom data configuration")
+)
+
 SPLITS = ("train", "validation", "test")
 # A simulated spectrum that preprocessing would drop (too few peaks left) is re-drawn, at
 # most this many times; short, heavily dropped-out peptides need it now and then.
