@@ -386,6 +386,30 @@ def ar_interleaved(cas: Casanovo, beam: int, seqs: dict, examples, batch: int) -
     return res
 
 
+def divergence_gap(config, params, residues, example, cas_tokens, zoo_tokens):
+    """For a greedy (beam 1) disagreement: zoo's logit of Casanovo's token minus zoo's logit
+    of its own at the first step where the two paths part (teacher-forced on the shared
+    prefix). ~0 means a float near-tie that either framework may break its own way."""
+    if not cas_tokens or not zoo_tokens:
+        return None  # a discarded beam on one side: no single step to compare
+    stop = config.stop_id
+    ids = lambda toks: [residues.tokens.index(t) + 1 for t in toks]  # noqa: E731
+    a, z = ids(cas_tokens), ids(zoo_tokens)
+    if config.reverse:
+        a, z = a[::-1], z[::-1]
+    a, z = a + [stop], z + [stop]
+    j = next(i for i in range(min(len(a), len(z))) if a[i] != z[i])
+    seq = Sequencer(config, params, residues, max_peaks=150)
+    x = seq.inputs([example])
+    prefix = jnp.asarray([a[:j] or [0]], jnp.int32)[:, : max(j, 1)]
+    out = peptide.PeptideModel(config).apply(
+        {"params": params}, x["mz"], x["intensity"], x["precursor_mass"],
+        x["precursor_charge"], prefix,
+    )
+    logits = np.asarray(out["ar_logits"][0, j])
+    return float(logits[a[j]] - logits[z[j]])
+
+
 def as_tokens(peptide_text: str, residues: zres.Residues) -> tuple[str, ...]:
     return tuple(residues.parse(peptide_text)) if peptide_text else ()
 
@@ -639,6 +663,12 @@ def main(argv=None) -> dict:
                 for i, (x, y) in enumerate(zip(cas_tokens, zoo_tokens))
                 if x != y
             ]
+            if beam == 1:
+                for d in differ[:5]:
+                    i = d["spectrum"]
+                    d["zoo_logit_gap_at_divergence"] = divergence_gap(
+                        config, params, residues, examples[i], cas_tokens[i], zoo_tokens[i]
+                    )
             found = sum(bool(x) for x in cas_tokens)
             lengths = [len(x) for x in cas_tokens if x]
             inference[f"beam{beam}"] = {

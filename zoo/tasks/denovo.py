@@ -454,7 +454,8 @@ class Sequencer:
         if decoder in ("ar", "hybrid"):
             if not self.config.has_ar:
                 raise ValueError(f"a {self.config.mode!r} model has no AR decoder; use nar")
-            result = jax.device_get(self._ar(*args, x["precursor_mz"]))
+            # Split the float64 m/z on the host: the ppm test keeps full precision in jit.
+            result = jax.device_get(self._ar(*args, pdecode.mz_parts(x["precursor_mz"])))
             preds = pdecode.to_predictions(
                 result,
                 residues=self.residues,
