@@ -29,8 +29,10 @@ demo-smoke: $(STAMP)
 	$(VENV)/bin/zoo train --config recipes/smoke.py:demo --workdir runs/smoke_demo \
 	  --config.task.data_dir=runs/tfds
 
+# Two workers (one per core here): compiles are single-threaded, so they overlap well.
+# --dist loadfile keeps a file's module fixtures (e.g. one trained run) in one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zoo tests recipes benchmarks

@@ -40,7 +40,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.name = "denovo"
     c.task.dataset = "simulated"  # "simulated" | "mgf" (see recipes/denovo_nine_species.py)
     c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS dataset is written
-    c.task.max_peaks = 64  # most intense peaks fed to the encoder (Casanovo keeps <= 150)
+    c.task.max_peaks = 48  # most intense peaks fed to the encoder (Casanovo keeps <= 150)
     c.task.stage = "joint"  # "joint" | "ar" (stage 2: AR loss only; freeze via optim.frozen)
     c.task.anneal = True  # hybrid: lambda = step / anneal_steps, else lambda = ar_weight
     c.task.anneal_steps = 0  # 0 = train.num_steps
@@ -80,7 +80,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 1e-3
+    c.optim.learning_rate = 2e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.end_learning_rate_ratio = 0.05
@@ -94,7 +94,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.optim.frozen = ()  # stage 2: ("^encoder_", "^nar_")
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 1500
+    c.train.num_steps = 900
     c.train.log_every = 50
     c.train.progress_bar = True
     c.train.init_from = ""  # a workdir or model dir (e.g. `zoo convert casanovo`) to start from
@@ -185,10 +185,10 @@ def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="de novo demo: AR vs NAR vs hybrid")
     ap.add_argument("--workdir", default="runs/denovo_demo")
-    ap.add_argument("--steps", type=int, default=1500, help="updates per model")
-    ap.add_argument("--stage2-steps", type=int, default=300, help="hybrid: of which AR-only")
+    ap.add_argument("--steps", type=int, default=900, help="updates per model")
+    ap.add_argument("--stage2-steps", type=int, default=200, help="hybrid: of which AR-only")
     ap.add_argument("--beam", type=int, default=5, help="AR beams")
-    ap.add_argument("--test-spectra", type=int, default=512)
+    ap.add_argument("--test-spectra", type=int, default=256)
     ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
     args = ap.parse_args(argv)
 
