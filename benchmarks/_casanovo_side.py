@@ -25,8 +25,9 @@ Commands ({"cmd": ..., ...}):
   no beam ended with `$`) and per batch the decoder calls, rows and token positions fed
   (Casanovo reruns its decoder on the whole prefix of every live beam at each step).
 - train: `training_step(batch)` (forward, label-smoothed CE) + `loss.backward()` + gradient
-  clipping at norm 1 (what Casanovo's Trainer does) + Adam step + scheduler step, the optimizer and schedule from `configure_optimizers`;
-  model in train mode. Replies per-step seconds and losses.
+  clipping at norm 1 (what Casanovo's Trainer does) + Adam step + scheduler step, optimizer
+  and schedule from `configure_optimizers`; model in train mode. Replies per-step seconds
+  and losses.
 - quit.
 """
 
@@ -139,7 +140,7 @@ def load(req: dict, state: dict) -> dict:
 
     cfg = Config()
     model = state["model"]
-    lance = tempfile.mkdtemp(prefix="casanovo_lance_")
+    lance = req.get("lance_dir") or tempfile.mkdtemp(prefix="casanovo_lance_")
     t0 = time.perf_counter()
     loaders = DeNovoDataModule(
         test_paths=[req["mgf"]],
@@ -230,7 +231,13 @@ def train(req: dict, state: dict) -> dict:
     return {"seconds": times, "losses": losses}
 
 
-COMMANDS = {"build": build, "position_stop": position_stop, "load": load, "infer": infer, "train": train}
+COMMANDS = {
+    "build": build,
+    "position_stop": position_stop,
+    "load": load,
+    "infer": infer,
+    "train": train,
+}
 
 
 def main() -> None:

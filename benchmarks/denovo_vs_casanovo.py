@@ -1,46 +1,58 @@
 """zoo's de novo peptide sequencer (JAX) vs Casanovo 5.2.1 (PyTorch) on this CPU.
 
-    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/denovo_vs_casanovo.py
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/denovo_vs_casanovo.py [--json out.json]
 
 Needs Casanovo's environment at --casanovo-python (default /work/casenv/bin/python: casanovo
 5.2.1, depthcharge-ms 0.4.10, torch CPU); zoo never imports torch. Casanovo runs in a child
 process (benchmarks/_casanovo_side.py) that takes commands over a pipe, so the timed runs of
 the two frameworks alternate in time (one idles, blocked on the pipe, while the other runs)
-and load from other users of a shared machine falls on both alike.
+and load from other users of a shared machine falls on both alike. Takes ~8-9 minutes here
+with the defaults (2 cores, moderately loaded).
 
-What is compared, on the same spectra, the same batches (batch size --batch), one run:
-1. Weights. A randomly initialised Casanovo `Spec2Pep` (sizes from the flags; Casanovo's
-   default tokenizer, dropout 0) is saved as a checkpoint and read by zoo's importer
-   (`zoo.pretrained.casanovo.load_casanovo`), so the AR models are the same network with the
-   same weights. Random weights never pick the stop token `$`, which would make every beam
-   run to max_peptide_len; the benchmark therefore adds a constant to the output bias of `$`
-   (in Casanovo's model, before saving), chosen so that zoo's greedy decoder stops after
-   --target-length residues for the median spectrum. NAR and hybrid models are zoo-only
+What is compared, on the same spectra and the same batches (--batch), in one run:
+1. Weights. A randomly initialised Casanovo `Spec2Pep` (sizes from the flags, default
+   d=256, 8 heads, FFN 1024, 4 layers, max_peptide_len 30; Casanovo's default tokenizer,
+   dropout 0) is saved as a checkpoint and read by zoo's importer
+   (`zoo.pretrained.casanovo.load_casanovo`), so the AR models are one network with the same
+   weights. Random weights almost never pick the stop token `$`, so every beam would run to
+   max_peptide_len; instead a few weights are edited in Casanovo's model before saving
+   (`position_stop` in _casanovo_side.py): one residual feature of the decoder carries only
+   the sinusoidal position (it is zeroed in the token, charge and precursor-mass encodings
+   and in every layer's attention and FFN output rows), the `$` logit reads it with weight
+   alpha plus a bias, and the pad and N-terminal-modification logits are lowered by 8.
+   alpha and the bias are chosen on the first batch from zoo's greedy path so that greedy
+   stops follow the true peptide lengths (median, spread), so beams end at realistic,
+   spectrum-dependent lengths on both sides. NAR and hybrid models are zoo-only
    (`PeptideConfig(mode="nar" | "hybrid")`, same widths and layer counts, random init; the
-   hybrid warm-starts its encoder and AR decoder from the converted Casanovo weights); the
-   NAR blank logit gets a constant bias so that greedy CTC paths collapse to the same median
-   length.
-2. Spectra. --spectra simulated spectra (`zoo.data.simulate`: tryptic peptides of the
-   embedded mouse proteins, 7-20 residues) written to an MGF (`zoo.data.spectra.write_mgf`).
-   Casanovo reads it with its own `DeNovoDataModule` (its preprocessing, its batches); zoo
-   with `zoo.data.spectra.read_mgf` + `preprocess_spectrum` (Casanovo's preprocessing).
-3. Inference, spectra/s, end to end from preprocessed peaks to peptide strings:
-   Casanovo `Spec2Pep.forward(batch)` under `inference_mode`, n_beams 1 and 5; zoo
-   `zoo.tasks.denovo.Sequencer.predict_all` with Casanovo's beam rules
-   (casanovo_compatible=True, precursor_filter=False, which is Casanovo 5.2.1's behaviour),
-   decoders "ar" (beam 1, 5), "nar" (jitted NAR forward + CTC prefix beam search, beam 5, on
-   the host), "nar_pmc" (the same + precise mass control on the host for peptides that miss
-   the precursor by > 0.1 Da; on the first --pmc-spectra spectra only: it is the slowest) and
-   "hybrid" (beam 1, 5). The first batch is a warm-up (zoo compiles there) and is not timed.
+   hybrid warm-starts its encoder and AR decoder from the edited Casanovo weights, plus its
+   own `$` bias); the NAR blank logit gets a bias so that greedy CTC paths collapse to the
+   true median length.
+2. Spectra. --spectra simulated spectra (`zoo.data.simulate`: tryptic peptides of 7-20
+   residues from the embedded mouse proteins) written to an MGF (`zoo.data.spectra.write_mgf`,
+   SEQ in ProForma). Casanovo reads it with its own `DeNovoDataModule` (its preprocessing,
+   its batches, padded to each batch's most peaks); zoo with `zoo.data.spectra.read_mgf` +
+   `preprocess_spectrum` (Casanovo's preprocessing), padded to 150 peaks.
+3. Inference, spectra/s from preprocessed peaks to peptide strings. Casanovo:
+   `Spec2Pep.forward(batch)` under `inference_mode`, n_beams 1 and 5. zoo:
+   `zoo.tasks.denovo.Sequencer.predict_all` with Casanovo 5.2.1's beam rules
+   (casanovo_compatible=True, precursor_filter=False); decoders "ar" (beam 1, 5; also at
+   peaks padded to the data's most peaks rounded up to 8 instead of 150), "nar" (jitted NAR
+   forward + CTC prefix beam search, beam 5, on the host), "nar_pmc" (the same + precise mass
+   control for peptides that miss the precursor by > 0.1 Da; only the first --pmc-spectra
+   spectra, it is the slowest) and "hybrid" (beam 1, 5). AR runs alternate batch by batch
+   (Casanovo batch i, then zoo batch i). The first batch is everyone's warm-up (zoo compiles
+   there) and is not timed. Casanovo's decoder calls and fed positions are counted with a
+   forward pre-hook; zoo's search runs the same number of steps (same rules, same logits).
 4. Training, spectra/s at the same batch: Casanovo `training_step` (label-smoothed CE) +
    backward + clip-norm 1 + Adam + LR scheduler step, as its Lightning Trainer runs it; zoo
    the loop's own jitted step (`zoo.train.step.build` over the `denovo` task: loss, grad,
    clip-norm 1, optax AdamW, donated state), AOT-compiled (compile time reported apart).
-   Both start from the same weights; timed steps alternate Casanovo / zoo.
+   Both start from the same weights; timed steps alternate Casanovo / zoo. zoo's NAR and
+   hybrid steps are timed too (no Casanovo counterpart).
 
-Prints a table and writes the JSON result (--json). Identical AR predictions between the two
-(same weights, same spectra, same search rules) are counted as a check that both do the
-same work.
+Prints a table and writes the JSON result (--json). AR predictions of the two are compared
+(same weights, same spectra, same search rules): where they differ at beam 1, zoo's logit
+gap between the two candidates at the first differing step is reported.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the JSON result here")
+    ap.add_argument(
+        "--keep-files", action="store_true", help="keep the MGF, checkpoint and Casanovo log"
+    )
     return ap.parse_args(argv)
 
 
@@ -110,23 +126,25 @@ def load() -> list[float]:
 class Casanovo:
     """The Casanovo command server (benchmarks/_casanovo_side.py) in its own environment."""
 
-    def __init__(self, python: str, threads: int):
+    def __init__(self, python: str, threads: int, log_path: str):
         read_fd, write_fd = os.pipe()
-        self.proc = subprocess.Popen(
-            [
-                python,
-                os.path.join(HERE, "_casanovo_side.py"),
-                "--reply-fd",
-                str(write_fd),
-                "--threads",
-                str(threads),
-            ],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # Lightning / depthcharge warnings and progress bars
-            stdout=subprocess.DEVNULL,
-            pass_fds=(write_fd,),
-            text=True,
-        )
+        self.log_path = log_path
+        with open(log_path, "w") as log:  # Lightning / depthcharge warnings, tracebacks
+            self.proc = subprocess.Popen(
+                [
+                    python,
+                    os.path.join(HERE, "_casanovo_side.py"),
+                    "--reply-fd",
+                    str(write_fd),
+                    "--threads",
+                    str(threads),
+                ],
+                stdin=subprocess.PIPE,
+                stderr=log,
+                stdout=log,
+                pass_fds=(write_fd,),
+                text=True,
+            )
         os.close(write_fd)
         self.replies = os.fdopen(read_fd)
         self.info = self._read()
@@ -135,8 +153,8 @@ class Casanovo:
         line = self.replies.readline()
         if not line:
             raise RuntimeError(
-                f"the Casanovo side exited (status {self.proc.wait()}); run "
-                f"benchmarks/_casanovo_side.py by hand to see its error"
+                f"the Casanovo side exited (status {self.proc.wait()}); its output is in "
+                f"{self.log_path}"
             )
         return json.loads(line)
 
@@ -145,7 +163,9 @@ class Casanovo:
         self.proc.stdin.flush()
         out = self._read()
         if "error" in out:
-            raise RuntimeError(f"Casanovo side, command {cmd!r}: {out['error']}")
+            raise RuntimeError(
+                f"Casanovo side, command {cmd!r}: {out['error']} (traceback in {self.log_path})"
+            )
         return out
 
     def close(self) -> None:
@@ -233,7 +253,13 @@ def stop_margins(config: peptide.PeptideConfig, params, seq: Sequencer, examples
                 v, memory, mask, mass, charge, method=peptide.PeptideModel.nar
             )[0]
         logits, cache = model.apply(
-            v, mass, charge, memory, mask, nar_states, steps,
+            v,
+            mass,
+            charge,
+            memory,
+            mask,
+            nar_states,
+            steps,
             method=peptide.PeptideModel.ar_init_cache,
         )
 
@@ -259,17 +285,20 @@ def stop_lengths(margins_BxT: np.ndarray, bias: float) -> np.ndarray:
 
 
 def calibrate_stop(margins_BxT: np.ndarray, target: float) -> float:
+    """The `$` bias that makes the median greedy stop position `target`."""
     lo, hi = float(-margins_BxT.max()) - 1, float(-margins_BxT.min()) + 1
     return _median_bisect(lambda b: np.median(stop_lengths(margins_BxT, b)), lo, hi, target)
 
 
 def ctc_lengths(logits_BxTxC: np.ndarray, blank_bias: float) -> np.ndarray:
+    """Greedy CTC peptide lengths after adding blank_bias to the blank logit."""
     lp = logits_BxTxC.copy()
     lp[..., 0] += blank_bias
     return np.array([len(d.tokens) for d in ctc.ctc_greedy(lp)])
 
 
 def calibrate_blank(logits_BxTxC: np.ndarray, target: float) -> float:
+    """The blank bias that makes the median greedy CTC peptide length `target`."""
     spread = float(np.abs(logits_BxTxC).max()) * 2 + 1
     return _median_bisect(
         lambda b: np.median(ctc_lengths(logits_BxTxC, b)), -spread, spread, target
@@ -323,6 +352,7 @@ def bump(params, path: tuple[str, ...], index, value: float, *, assign: bool = F
 
 
 def random_params(config: peptide.PeptideConfig, seed: int):
+    """Freshly initialised (unboxed, host) parameters of a zoo peptide model."""
     model = peptide.PeptideModel(config)
     f = jnp.zeros((1, 8), jnp.float32)
     variables = model.init(
@@ -364,8 +394,9 @@ def ar_interleaved(cas: Casanovo, beam: int, seqs: dict, examples, batch: int) -
     zoo Sequencer on batch i), so that load from other jobs falls on all alike. Batch 0 is
     everyone's warm-up (zoo compiles there) and is not timed."""
     n_batches = len(examples) // batch
-    cas_out: dict = {k: [] for k in ("seconds", "peptides", "decoder_calls", "decoder_rows",
-                                     "decoder_positions")}
+    cas_out: dict = {
+        k: [] for k in ("seconds", "peptides", "decoder_calls", "decoder_rows", "decoder_positions")
+    }
     zoo_out = {name: {"seconds": [], "peptides": []} for name in seqs}
     for i in range(n_batches):
         out = cas("infer", beam=beam, batches=[i])
@@ -403,8 +434,12 @@ def divergence_gap(config, params, residues, example, cas_tokens, zoo_tokens):
     x = seq.inputs([example])
     prefix = jnp.asarray([a[:j] or [0]], jnp.int32)[:, : max(j, 1)]
     out = peptide.PeptideModel(config).apply(
-        {"params": params}, x["mz"], x["intensity"], x["precursor_mass"],
-        x["precursor_charge"], prefix,
+        {"params": params},
+        x["mz"],
+        x["intensity"],
+        x["precursor_mass"],
+        x["precursor_charge"],
+        prefix,
     )
     logits = np.asarray(out["ar_logits"][0, j])
     return float(logits[a[j]] - logits[z[j]])
@@ -433,7 +468,11 @@ def nar_breakdown(seq: Sequencer, examples, batch: int, pmc_batches: int) -> dic
             neutral = (x["precursor_mz"] - zres.PROTON) * x["precursor_charge"]
             t0 = time.perf_counter()
             ctc_mass.ctc_decode_with_mass(
-                lp, seq.masses, neutral, beam=seq.ctc_beam, tolerance=seq.pmc_tolerance,
+                lp,
+                seq.masses,
+                neutral,
+                beam=seq.ctc_beam,
+                tolerance=seq.pmc_tolerance,
                 nterm=seq.nterm,
             )
             pmc.append(time.perf_counter() - t0)
@@ -495,7 +534,9 @@ def bench_train(args, cas: Casanovo, task, setup, params, examples) -> dict:
         zoo_train_batch(examples[i * args.batch : (i + 1) * args.batch], task.model.config, 150)
         for i in range(n_batches)
     ]
-    batches = [{k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches]
+    batches = [
+        {k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches
+    ]
     state = setup.init_from_params(params)
     key = jax.random.PRNGKey(0)
     t0 = time.perf_counter()
@@ -517,7 +558,10 @@ def bench_train(args, cas: Casanovo, task, setup, params, examples) -> dict:
         cas_losses.append(out["losses"][0])
         zoo_losses.append(loss)
     res = {"jax_compile_s": compile_s}
-    for name, times, losses in (("casanovo", cas_times, cas_losses), ("zoo", zoo_times, zoo_losses)):
+    for name, times, losses in (
+        ("casanovo", cas_times, cas_losses),
+        ("zoo", zoo_times, zoo_losses),
+    ):
         m = statistics.median(times)
         res[name] = {
             "step_s_median": m,
@@ -560,7 +604,8 @@ def main(argv=None) -> dict:
         "command": "JAX_PLATFORMS=cpu .venv/bin/python benchmarks/denovo_vs_casanovo.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "args": vars(args),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
         "jax": jax.__version__,
         "load_start": load(),
     }
@@ -569,7 +614,7 @@ def main(argv=None) -> dict:
     write_spectra(mgf, args.spectra, args.seed)
     print(f"[{time.perf_counter() - wall0:6.1f}s] {args.spectra} spectra -> {mgf}", flush=True)
 
-    cas = Casanovo(args.casanovo_python, args.threads)
+    cas = Casanovo(args.casanovo_python, args.threads, os.path.join(tmp, "casanovo_side.log"))
     try:
         result["casanovo_env"] = cas.info
         hp = cas(
@@ -618,7 +663,7 @@ def main(argv=None) -> dict:
             ).tolist(),
         }
 
-        loaded = cas("load", mgf=mgf, batch_size=b)
+        loaded = cas("load", mgf=mgf, batch_size=b, lance_dir=os.path.join(tmp, "lance"))
         same_order = np.allclose(
             loaded["precursor_mz"][: len(examples)], [e["precursor_mz"] for e in examples]
         )
@@ -641,14 +686,24 @@ def main(argv=None) -> dict:
         for beam in (1, 5):
             seqs = {
                 "zoo_ar": Sequencer(
-                    config, params, residues, max_peaks=150, beam=beam,
-                    precursor_filter=False, casanovo_compatible=True,
+                    config,
+                    params,
+                    residues,
+                    max_peaks=150,
+                    beam=beam,
+                    precursor_filter=False,
+                    casanovo_compatible=True,
                 ),
                 # The same search with peaks padded to the data's most peaks (rounded up to
                 # 8) instead of 150: Casanovo pads each batch to its own longest spectrum.
                 f"zoo_ar_{tight_peaks}_peaks": Sequencer(
-                    config, params, residues, max_peaks=tight_peaks, beam=beam,
-                    precursor_filter=False, casanovo_compatible=True,
+                    config,
+                    params,
+                    residues,
+                    max_peaks=tight_peaks,
+                    beam=beam,
+                    precursor_filter=False,
+                    casanovo_compatible=True,
                 ),
             }
             res = ar_interleaved(cas, beam, seqs, examples, b)
@@ -699,16 +754,21 @@ def main(argv=None) -> dict:
         probe = Sequencer(nar_config, nar_params, residues, max_peaks=150)
         x = probe.inputs(calib)
         logits = np.asarray(
-            probe._nar(nar_params, x["mz"], x["intensity"], x["precursor_mass"],
-                       x["precursor_charge"]),
+            probe._nar(
+                nar_params, x["mz"], x["intensity"], x["precursor_mass"], x["precursor_charge"]
+            ),
             np.float64,
         )
         blank_bias = calibrate_blank(logits, float(np.median(true_lengths)))
         nar_params = bump(nar_params, ("nar_output", "bias"), 0, blank_bias)
         result["blank_bias"] = blank_bias
         nar_seq = Sequencer(
-            nar_config, nar_params, residues, max_peaks=150,
-            precursor_filter=False, casanovo_compatible=True,
+            nar_config,
+            nar_params,
+            residues,
+            max_peaks=150,
+            precursor_filter=False,
+            casanovo_compatible=True,
         )
         nar = zoo_timed(nar_seq, examples, "nar", b)
         nar["length_median"] = float(np.median([len(p) for p in nar.pop("peptides")]))
@@ -737,8 +797,13 @@ def main(argv=None) -> dict:
         result["hybrid_extra_stop_bias"] = extra
         for beam in (1, 5):
             seq = Sequencer(
-                hyb_config, hyb_params, residues, max_peaks=150, beam=beam,
-                precursor_filter=False, casanovo_compatible=True,
+                hyb_config,
+                hyb_params,
+                residues,
+                max_peaks=150,
+                beam=beam,
+                precursor_filter=False,
+                casanovo_compatible=True,
             )
             res = zoo_timed(seq, examples, "hybrid", b)
             toks = res.pop("peptides")
@@ -770,6 +835,10 @@ def main(argv=None) -> dict:
         }
     finally:
         cas.close()
+        if args.keep_files:
+            print(f"files kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     result["load_end"] = load()
     result["wall_s"] = time.perf_counter() - wall0
     print_table(result)
@@ -782,8 +851,16 @@ def main(argv=None) -> dict:
 def print_table(r: dict) -> None:
     inf, tr = r["inference"], r["train"]
     rows = [
-        ("AR beam 1", inf["beam1"]["casanovo"]["spectra_per_s"], inf["beam1"]["zoo_ar"]["spectra_per_s"]),
-        ("AR beam 5", inf["beam5"]["casanovo"]["spectra_per_s"], inf["beam5"]["zoo_ar"]["spectra_per_s"]),
+        (
+            "AR beam 1",
+            inf["beam1"]["casanovo"]["spectra_per_s"],
+            inf["beam1"]["zoo_ar"]["spectra_per_s"],
+        ),
+        (
+            "AR beam 5",
+            inf["beam5"]["casanovo"]["spectra_per_s"],
+            inf["beam5"]["zoo_ar"]["spectra_per_s"],
+        ),
         ("NAR (CTC beam 5)", None, inf["nar"]["spectra_per_s"]),
         ("NAR + precise mass control", None, inf["nar_pmc"]["spectra_per_s"]),
         ("hybrid beam 1", None, inf["hybrid_beam1"]["spectra_per_s"]),
