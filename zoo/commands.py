@@ -152,8 +152,7 @@ def denovo(args) -> int:
 
     config, params, residues, task_config = load_peptide_model(args.checkpoint)
     max_peaks = int(task_config.task.max_peaks) if task_config else 150
-    mode = args.mode or config.mode
-    decoder = {"ar": "ar", "hybrid": "hybrid", "nar": "nar", "nar_pmc": "nar_pmc"}[mode]
+    mode = args.mode or config.mode  # the decoder name: ar | hybrid | nar | nar_pmc
     items, reports = [], []
     for path in args.mgf:
         if not os.path.exists(path):
@@ -191,12 +190,10 @@ def denovo(args) -> int:
     )
     bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
     preds = seq.predict_all(
-        [e for _, e in items], decoder, batch_size=args.batch_size, on_batch=bar.update
+        [e for _, e in items], mode, batch_size=args.batch_size, on_batch=bar.update
     )
     bar.close()
-    psms = [
-        tdenovo.to_psm(s, p) for (s, _), p in zip(items, preds) if p.peptide
-    ]
+    psms = [tdenovo.to_psm(s, p) for (s, _), p in zip(items, preds) if p.peptide]
     mztab.write_mztab(
         args.out,
         psms,

@@ -18,7 +18,6 @@ optim.frozen; the model's stop_gradient on the NAR states is the gradient block.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import optax
 
 from zoo.data import pipeline as zpipeline
 from zoo.data import residues as zres
+from zoo.decode import peptide as pdecode
 from zoo.models import peptide
 from zoo.tasks import base
 
@@ -136,7 +136,9 @@ class DenovoTask(base.Task):
                 f"{n} tokens; set --config.model.n_residues={n}"
             )
         self.stop_id = n + 1
+        self._token_ids = {tok: i + 1 for i, tok in enumerate(self.residues.tokens)}
         self._sources: dict = {}
+        self._kept: dict = {}
 
     # --- model ---------------------------------------------------------------
     def _apply(self, params, batch, rng, train):
@@ -270,9 +272,7 @@ class DenovoTask(base.Task):
         charge = int(example["precursor_charge"])
         pep = example["peptide"]
         pep = pep.decode() if isinstance(pep, bytes) else str(pep)
-        ids = (
-            [self.residues.tokens.index(tok) + 1 for tok in self.residues.parse(pep)] if pep else []
-        )
+        ids = [self._token_ids[tok] for tok in self.residues.parse(pep)] if pep else []
         out = {
             "mz": np.zeros(p, np.float32),
             "intensity": np.zeros(p, np.float32),
@@ -287,7 +287,10 @@ class DenovoTask(base.Task):
         return out
 
     def kept_indices(self, split) -> np.ndarray:
-        """Spectra whose peptide fits max_peptide_len; the rest are counted and logged."""
+        """Spectra whose peptide fits max_peptide_len; the rest are counted and logged (once
+        per split: every eval reuses it)."""
+        if split in self._kept:
+            return self._kept[split]
         src = self.source(split)
         n = self.model.config.max_peptide_len
         lengths = np.array(
@@ -303,6 +306,7 @@ class DenovoTask(base.Task):
                 len(src),
                 n,
             )
+        self._kept[split] = keep
         return keep
 
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
@@ -327,16 +331,8 @@ def _text(v) -> str:
 DECODERS = ("ar", "nar", "nar_pmc", "hybrid")
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """One spectrum's answer, whatever decoder produced it (N->C, Casanovo notation)."""
-
-    peptide: str  # "" when nothing was predicted
-    tokens: tuple[str, ...]
-    score: float
-    aa_scores: np.ndarray
-    matches_precursor: bool
-    calc_mz: float
+# One spectrum's answer, whatever decoder produced it (N->C, Casanovo notation).
+Prediction = pdecode.PeptidePrediction
 
 
 class Sequencer:
@@ -344,8 +340,8 @@ class Sequencer:
 
     decoder: "ar" (AR beam search on the AR decoder; in a hybrid model its cross-attention
     reads the NAR states), "hybrid" (same as "ar" on a hybrid model), "nar" (CTC beam search
-    on the NAR decoder; `ctc_beam=1`: greedy), "nar_pmc" (CTC beam search, then precise mass control when the
-    peptide misses the precursor by more than 0.1 Da).
+    on the NAR decoder; `ctc_beam=1`: greedy), "nar_pmc" (CTC beam search, then precise mass
+    control when the peptide misses the precursor by more than 0.1 Da).
     """
 
     def __init__(
@@ -363,7 +359,6 @@ class Sequencer:
         pmc_tolerance: float = 0.1,
     ):
         from zoo.decode import ctc
-        from zoo.decode import peptide as pdecode
 
         self.config, self.params, self.residues = config, params, residues
         self.model = peptide.PeptideModel(config)
@@ -445,7 +440,6 @@ class Sequencer:
         """Predictions for a batch of stored spectra (pad the batch to a fixed size outside
         to avoid recompiling for every size)."""
         from zoo.decode import ctc, ctc_mass
-        from zoo.decode import peptide as pdecode
 
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}; use one of {DECODERS}")
@@ -462,18 +456,11 @@ class Sequencer:
                 reverse=self.config.reverse,
                 charge_B=x["precursor_charge"],
             )
-            return [
-                Prediction(
-                    p.peptide, p.tokens, p.score, p.aa_scores, p.matches_precursor, p.calc_mz
-                )
-                if p is not None
-                else _empty()
-                for p in preds
-            ]
+            return [p if p is not None else _empty() for p in preds]
         if not self.config.has_nar:
             raise ValueError(f"a {self.config.mode!r} model has no NAR decoder; use ar")
         lp = np.asarray(jax.device_get(self._nar(*args)), np.float64)
-        neutral = (x["precursor_mz"] - zres.PROTON) * x["precursor_charge"]
+        neutral = zres.neutral_mass(x["precursor_mz"], x["precursor_charge"])
         if decoder == "nar" and self.ctc_beam == 1:
             decoded = ctc.ctc_greedy(lp)
         elif decoder == "nar":

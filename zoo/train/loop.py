@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import Any
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from zoo.pretrained import modeldir
 from zoo.train import checkpoint as zckpt
@@ -103,6 +105,7 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
     else:
         modeldir.check_compatible(params, setup.abstract_state.params, source)
         fresh = None
+
     # Every process holds the full arrays; each device takes its shard.
     def place(x, a):
         if x is None:  # not selected by init_from_patterns: keeps its random init
@@ -120,10 +123,6 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
 
 def _select(params, setup: zstep.Setup, patterns, source: str, seed: int):
     """(loaded leaves where a pattern matches else None, randomly initialised params)."""
-    import re
-
-    from flax import traverse_util
-
     regexes = [re.compile(p) for p in patterns]
     want = traverse_util.flatten_dict(setup.abstract_state.params, sep="/")
     have = traverse_util.flatten_dict(params, sep="/")
