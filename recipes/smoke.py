@@ -80,6 +80,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.train.log_every = 20  # metrics.jsonl / TensorBoard interval (steps)
     c.train.progress_bar = True
     c.train.init_from = ""  # start from these params (model dir or workdir), fresh optimizer
+    c.train.init_from_patterns = ()  # only these params (regexes) from init_from; () = all
 
     c.eval = ml_collections.ConfigDict()
     c.eval.split = "validation"

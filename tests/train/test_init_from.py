@@ -37,3 +37,28 @@ def test_init_from_params_of_another_shape_is_a_clear_error(tmp_path, tfds_dir, 
     assert code == 2
     err = capsys.readouterr().err
     assert "do not fit this model" in err and "fc1/bias is [64] there but [128] here" in err
+
+
+def test_init_from_patterns_that_select_nothing_or_a_misfit_are_clear_errors(
+    tmp_path, tfds_dir, capsys
+):
+    first = tmp_path / "first"
+    assert runner.train_in_process(first, tfds_dir, "--config.train.num_steps=2") == 0
+    code = runner.train_in_process(
+        tmp_path / "none",
+        tfds_dir,
+        f"--config.train.init_from={first}",
+        "--config.train.init_from_patterns=('^no_such_param',)",
+    )
+    assert code == 2
+    assert "match no parameter of this model" in capsys.readouterr().err
+    code = runner.train_in_process(
+        tmp_path / "misfit",
+        tfds_dir,
+        f"--config.train.init_from={first}",
+        "--config.train.init_from_patterns=('fc1',)",
+        "--config.model.mlp_dim=128",
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "init_from_patterns selects" in err and "fc1/bias" in err and "[64]" in err
