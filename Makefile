@@ -18,10 +18,12 @@ install: $(STAMP)
 
 # The main jobs on embedded defaults: the mBART demo on the gettext en->de catalogs of
 # this machine (sentencepiece, translation-only vs CSR-then-translation, BLEU/chrF), then
+# ZeTT (a hypernetwork moves that model to a German-only tokenizer; vs FVT and lexical), then
 # the de novo peptide demo on simulated spectra (AR vs NAR vs hybrid, mzTab, annotated PNG).
 # Rerunning reuses the finished stages in runs/.
 demo: $(STAMP)
 	$(PY) recipes/mbart_demo.py --workdir runs/mbart_demo
+	$(PY) recipes/zett_demo.py --workdir runs/zett_demo --base runs/mbart_demo/translation
 	$(PY) recipes/denovo_demo.py --workdir runs/denovo_demo
 
 # The core loop's smallest job: a Transformer learns to reverse sequences (~2 minutes).

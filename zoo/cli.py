@@ -1,4 +1,4 @@
-"""`zoo train | compile | convert | translate | spm`."""
+"""`zoo train | compile | convert | translate | transfer | spm | denovo`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,28 @@ def cmd_denovo(args, extra) -> int:
     return commands.denovo(args)
 
 
+def cmd_transfer(args, extra) -> int:
+    from zoo.tasks import tokenizer_transfer
+
+    if extra:
+        raise ValueError(f"unrecognised arguments {extra}")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer)):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    out = tokenizer_transfer.transfer_checkpoint(
+        args.checkpoint,
+        args.tokenizer,
+        args.out,
+        method=args.method,
+        hypernet_dir=args.hypernet,
+    )
+    print(
+        f"zoo: wrote {out} ({args.method} embeddings for {args.tokenizer}); use it with "
+        f"`zoo translate --checkpoint {out}` or --config.train.init_from={out}"
+    )
+    return 0
+
+
 def cmd_spm(args, extra) -> int:
     from zoo.data.tokenizer import train_sentencepiece
 
@@ -184,6 +206,18 @@ def main(argv=None) -> int:
     p.add_argument("--diverse-groups", type=int, default=1, help="> 1: diverse beam search")
     p.add_argument("--diversity", type=float, default=0.0, help="Hamming diversity strength")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "transfer", help="switch a model to a new tokenizer (ZeTT hypernetwork, FVT or lexical)"
+    )
+    p.add_argument("--checkpoint", required=True, help="zoo mBART model dir or `zoo train` workdir")
+    p.add_argument(
+        "--tokenizer", required=True, help="new tokenizer: sentencepiece .model or tokenizer.json"
+    )
+    p.add_argument("--out", required=True, help="model dir to write (with the new tokenizer)")
+    p.add_argument("--method", default="hypernet", choices=["hypernet", "fvt", "lexical"])
+    p.add_argument("--hypernet", help="hypernet: workdir of a tokenizer_transfer `zoo train` run")
+    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("spm", help="train a sentencepiece model (mBART layout) on text files")
     p.add_argument("--input", nargs="+", required=True, help="text files, one sentence a line")

@@ -67,6 +67,8 @@ class MBartTokenizer:
 
     spm_path: a sentencepiece model with spm's default control ids (<unk>=0, <s>=1, </s>=2, no
         pad), as mBART's `sentencepiece.bpe.model` and `train_sentencepiece` produce.
+    model_proto: instead of spm_path, a serialized sentencepiece model (e.g. a tokenizer
+        sampled in memory by zoo.data.vocab_transfer).
     languages: language codes in checkpoint order; defaults to CC25_LANGUAGES for style "cc25"
         and MBART50_LANGUAGES for style "mbart50".
     style: "cc25" (`X </s> [lang]`) or "mbart50" (`[lang] X </s>`); see the module docstring.
@@ -74,10 +76,11 @@ class MBartTokenizer:
 
     def __init__(
         self,
-        spm_path: str | os.PathLike,
+        spm_path: str | os.PathLike | None,
         *,
         languages: Sequence[str] | None = None,
         style: str = "cc25",
+        model_proto: bytes | None = None,
     ) -> None:
         if style not in STYLES:
             raise ValueError(f"style={style!r} is not one of {STYLES}")
@@ -86,13 +89,19 @@ class MBartTokenizer:
         languages = tuple(languages)
         if not languages or len(set(languages)) != len(languages):
             raise ValueError(f"languages must be non-empty and unique; got {languages}")
-        path = Path(spm_path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"sentencepiece model {path} does not exist; pass the checkpoint's "
-                "sentencepiece.bpe.model or train one with train_sentencepiece()"
-            )
-        self._sp = spm.SentencePieceProcessor(model_file=os.fspath(path))
+        if (spm_path is None) == (model_proto is None):
+            raise ValueError("pass exactly one of spm_path or model_proto")
+        if model_proto is not None:
+            path = Path("<in-memory sentencepiece model>")
+            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        else:
+            path = Path(spm_path)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"sentencepiece model {path} does not exist; pass the checkpoint's "
+                    "sentencepiece.bpe.model or train one with train_sentencepiece()"
+                )
+            self._sp = spm.SentencePieceProcessor(model_file=os.fspath(path))
         control = (self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id())
         if control != (0, 1, 2):
             # The fixed +1 offset below only reproduces fairseq's dictionary for this layout.
@@ -121,6 +130,16 @@ class MBartTokenizer:
             f"MBartTokenizer({str(self.spm_path)!r}, style={self.style!r}, "
             f"{len(self.languages)} languages, vocab_size={self.vocab_size})"
         )
+
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        """The underlying sentencepiece processor (spm ids: fairseq id - 1 for pieces)."""
+        return self._sp
+
+    @property
+    def num_pieces(self) -> int:
+        """sentencepiece pieces, its 3 control pieces included (fairseq ids 4..num_pieces)."""
+        return self._num_pieces
 
     def pieces(self) -> list[str]:
         """The piece string of every id, in id order (specials, spm pieces, codes, <mask>)."""

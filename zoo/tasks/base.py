@@ -117,6 +117,14 @@ class Task(abc.ABC):
             process_count=process_count,
         )
 
+    def finish_init(self, params: Params) -> Params:
+        """Parameters after init (random or train.init_from), before training starts.
+
+        For tasks whose initial parameters depend on files or on other parameters (e.g. a
+        frozen pretrained base model and scalers fitted to it). Return the same tree
+        structure; leaves may be jax or NumPy arrays. Not called when a run resumes."""
+        return params
+
     def prepare_data(self) -> None:
         """Builds on-disk datasets; the loop calls it on process 0 before the others read."""
         return None

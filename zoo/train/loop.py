@@ -86,7 +86,7 @@ def evaluate(task, config, setup: zstep.Setup, params, multiple: int) -> dict[st
     return {f"eval_{k}": v / weight for k, v in totals.items()}
 
 
-def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
+def _initial_state(config, setup: zstep.Setup, task) -> zstep.TrainState:
     """Random init, or config.train.init_from's parameters with a fresh optimizer.
 
     init_from is a `zoo convert` model directory or another run's workdir (e.g. CSR stage 2
@@ -97,7 +97,7 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
     """
     source = config.train.get("init_from", "")
     if not source:
-        return setup.init(jax.random.PRNGKey(config.seed))
+        return _finish_init(task, setup, setup.init(jax.random.PRNGKey(config.seed)).params)
     params = modeldir.load_params(source)
     patterns = tuple(config.train.get("init_from_patterns", ()) or ())
     if patterns:
@@ -118,7 +118,22 @@ def _initial_state(config, setup: zstep.Setup) -> zstep.TrainState:
             lambda p, f: f if p is None else p, placed, fresh, is_leaf=lambda x: x is None
         )
     log.info("initialised parameters from %s", source)
-    return setup.init_from_params(placed)
+    return _finish_init(task, setup, placed)
+
+
+def _finish_init(task, setup: zstep.Setup, params) -> zstep.TrainState:
+    """Lets the task fill in parameters (Task.finish_init), then builds a fresh train state.
+
+    Leaves the task returns as host arrays are placed on the devices like init_from's."""
+    params = task.finish_init(params)
+
+    def place(x, a):
+        if isinstance(x, jax.Array):
+            return x
+        x = np.asarray(x)
+        return jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i])
+
+    return setup.init_from_params(jax.tree.map(place, params, setup.abstract_state.params))
 
 
 def _select(params, setup: zstep.Setup, patterns, source: str, seed: int):
@@ -190,7 +205,7 @@ def train(config, workdir: str, task) -> dict[str, Any]:
         log.info("resumed from %s/checkpoints/%d", workdir, start)
     else:
         start = 0
-        state = _initial_state(config, setup)
+        state = _initial_state(config, setup, task)
     dropout_rng = jax.random.PRNGKey(config.seed + 1)
     peak, peak_source = zmetrics.device_peak_flops(dtype=config.model.get("dtype", "float32"))
     num_devices = jax.device_count()

@@ -81,7 +81,8 @@ def build(
         from_params, in_shardings=(state_sharding.params,), out_shardings=state_sharding
     )
 
-    batch_sharding = zmesh.batch_sharding(mesh, task.batch_axes(), rules)
+    batch_axes = task.batch_axes()
+    batch_sharding = zmesh.batch_sharding(mesh, batch_axes, rules)
     accum = int(config.optim.grad_accum_steps)
 
     def loss_and_grad(params, batch, rng, step):
@@ -100,14 +101,20 @@ def build(
             else:
                 # Microbatches of the (already sharded) batch; sums stay exact because
                 # the task returns sums and the weight is divided out once at the end.
-                micro = jax.tree.map(
-                    lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch
-                )
+                # Features without a leading `batch` axis (e.g. a vocabulary shared by every
+                # example) go whole to each microbatch.
+                split = {k: batch_axes[k][:1] == ("batch",) for k in batch}
+                micro = {
+                    k: x.reshape((accum, x.shape[0] // accum) + x.shape[1:])
+                    for k, x in batch.items()
+                    if split[k]
+                }
+                whole = {k: x for k, x in batch.items() if not split[k]}
 
                 def body(carry, mb_i):
                     mb, i = mb_i
                     mb_loss, mb_aux, mb_grads = loss_and_grad(
-                        state.params, mb, jax.random.fold_in(rng, i), state.step
+                        state.params, {**mb, **whole}, jax.random.fold_in(rng, i), state.step
                     )
                     return jax.tree.map(jnp.add, carry, (mb_loss, mb_aux, mb_grads)), None
 
@@ -116,7 +123,7 @@ def build(
                     jax.eval_shape(
                         loss_and_grad,
                         state.params,
-                        jax.tree.map(lambda x: x[0], micro),
+                        {**jax.tree.map(lambda x: x[0], micro), **whole},
                         rng,
                         state.step,
                     ),

@@ -1,0 +1,232 @@
+"""ZeTT on the demo mBART: train a hypernetwork, switch the model to a German-only tokenizer.
+
+Variants: tiny (tests: a few steps; set task.base), demo (this CPU, about 10 minutes).
+The base model is the translation model of `recipes/mbart_demo.py` (runs/mbart_demo/
+translation, written by `make demo` just before this one).
+
+Run as a script, this file is the third part of `make demo`: it trains a German-only
+sentencepiece model on the German side of the training pairs, trains the hypernetwork on
+tokenizers sampled every step, transfers the model to the German tokenizer with the
+hypernetwork, FVT and lexical initialisation, and prints tokens per sentence and the
+held-out loss (nats per target character, comparable across tokenizers) and chrF of each:
+
+  python recipes/zett_demo.py --workdir runs/zett_demo
+
+  zoo train --config recipes/zett_demo.py:demo --workdir runs/zett_hn \\
+      --config.task.base=runs/mbart_demo/translation
+  zoo transfer --checkpoint runs/mbart_demo/translation --tokenizer de.model \\
+      --out runs/mbart_de --method hypernet --hypernet runs/zett_hn
+  zoo translate --checkpoint runs/mbart_de --src-lang en_XX --tgt-lang de_DE < en.txt
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import ml_collections
+
+
+def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
+    if variant not in ("tiny", "demo"):
+        raise ValueError(f"zett_demo variant {variant!r}; use tiny or demo")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "tokenizer_transfer"
+    c.task.base = "runs/mbart_demo/translation"  # frozen base: zoo model dir or translation workdir
+    c.task.src_lang = "en_XX"  # the base model's translation direction (its own loss)
+    c.task.tgt_lang = "de_DE"
+    c.task.corpus = "gettext"  # text the tokenizers are sampled from and the loss runs on
+    c.task.locale_dir = "/usr/share/locale"
+    c.task.data_dir = "~/.cache/zoo/tfds"
+    c.task.src_text_lang = "en"
+    c.task.tgt_text_lang = "de"
+    c.task.target_tokenizer = ""  # "" = sample a tokenizer every step; a path = fixed target
+    c.task.sample_vocab_size = 2000  # sentencepiece pieces of each sampled UnigramLM tokenizer
+    c.task.sample_window = 16  # batches whose substring counts the sampler reads (ZeTT: 16)
+    c.task.noise_std = -1.0  # sampler noise; -1 = ZeTT's sigma ~ LogNormal(ln 1e-5, 4) per step
+    c.task.max_substring_len = 15  # longest substring counted (characters)
+    c.task.aux_weight = 0.5  # auxiliary loss: one-piece tokens' predictions vs source rows
+    c.task.identity_steps = 30  # identity warm-up steps (ZeTT: 10k of 200k)
+    c.task.identity_tokens = 1024  # source tokens per warm-up step (ZeTT: 16384)
+    c.task.anchor_tokens = 2048  # source tokens the output scalers are fitted on
+
+    c.model = ml_collections.ConfigDict()  # zoo.models.zett.HypernetConfig (sizes from the base)
+    c.model.hidden_dim = 0  # 0 = the base model's d_model
+    c.model.num_layers = 3
+    c.model.num_heads = 0  # 0 = hidden // 64
+    c.model.mlp_dim = 0  # 0 = 2 * hidden
+    c.model.max_len = 7  # source pieces per token
+    c.model.num_fallback = 256  # learned rows for bytes the source vocabulary lacks
+    c.model.dtype = "float32"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.mode = "pad"  # fixed [batch, max_length] batches (the only mode this task has)
+    c.data.global_batch_size = 32
+    c.data.max_length = 64  # tokens per side (longer sentences are truncated)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-3  # ZeTT: 3e-4 warm-up then 6e-5 over 200k steps; short run here
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 30
+    c.optim.end_learning_rate_ratio = 0.1
+    c.optim.power = 1.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.01
+    c.optim.clip_norm = 1.0
+    c.optim.grad_accum_steps = 1
+    c.optim.frozen = ("^base/", "scaler")  # the base model and the fitted scalers never train
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 200
+    c.train.log_every = 50
+    c.train.progress_bar = True
+    c.train.init_from = ""
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.split = "validation"
+    c.eval.every_steps = 200
+    c.eval.num_batches = 8
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 200
+    c.checkpoint.keep_last = 1
+    c.checkpoint.keep_every = 0
+    c.checkpoint.async_save = False
+
+    if variant == "tiny":
+        c.task.sample_vocab_size = 300
+        c.task.identity_steps = 2
+        c.task.anchor_tokens = 256
+        c.model.num_layers = 1
+        c.model.max_len = 7
+        c.data.global_batch_size = 8
+        c.data.max_length = 32
+        c.optim.warmup_steps = 2
+        c.train.num_steps = 4
+        c.train.log_every = 1
+        c.train.progress_bar = False
+        c.eval.every_steps = 4
+        c.eval.num_batches = 2
+        c.checkpoint.every_steps = 4
+    return c
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="ZeTT demo: transfer the demo mBART to German")
+    ap.add_argument("--workdir", default="runs/zett_demo")
+    ap.add_argument("--base", default="runs/mbart_demo/translation", help="the mBART to transfer")
+    ap.add_argument("--locale-dir", default="/usr/share/locale")
+    ap.add_argument("--vocab-size", type=int, default=2000, help="German tokenizer's pieces")
+    ap.add_argument("--steps", type=int, default=200, help="hypernetwork updates")
+    ap.add_argument("--test-sentences", type=int, default=200, help="test pairs to score")
+    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from zoo.commands import translation_config
+    from zoo.data import tokenizer as ztok
+    from zoo.metrics import translation as mt_metrics
+    from zoo.pretrained import modeldir
+    from zoo.tasks import get_task
+    from zoo.tasks import tokenizer_transfer as tt
+    from zoo.train import loop
+
+    t0 = time.time()
+    if not os.path.exists(os.path.join(args.base, "config.json")) and not os.path.exists(
+        os.path.join(args.base, "model.json")
+    ):
+        raise SystemExit(
+            f"zett_demo: no base model at {args.base}; run `python recipes/mbart_demo.py` "
+            "first (make demo does) or pass --base"
+        )
+    os.makedirs(args.workdir, exist_ok=True)
+    c = get_config(args.variant)
+    c.task.base = args.base
+    c.task.locale_dir = args.locale_dir
+    c.task.data_dir = os.path.join(args.workdir, "tfds")
+    c.train.num_steps = args.steps
+    c.eval.every_steps = args.steps
+    task = get_task(c)
+    pairs = {s: task.base_task.text_pairs(s) for s in ("train", "test")}
+
+    # The new tokenizer: German only, trained on the German side of the training pairs.
+    de_prefix = os.path.join(args.workdir, "de_spm")
+    if not os.path.exists(de_prefix + ".model"):
+        ztok.train_sentencepiece(
+            de_prefix, args.vocab_size, sentences=[d for _, d in pairs["train"]]
+        )
+
+    print(f"\n=== hypernetwork: {args.steps} steps, a sampled tokenizer per step")
+    hn_dir = os.path.join(args.workdir, "hypernet")
+    loop.train(c, hn_dir, task)
+    print(f"(hypernetwork trained; {time.time() - t0:.0f} s so far)")
+
+    models = {"original": args.base}
+    for method in tt.METHODS:
+        out = os.path.join(args.workdir, f"mbart_de_{method}")
+        if not os.path.exists(os.path.join(out, "model.json")):
+            tt.transfer_checkpoint(
+                args.base, de_prefix + ".model", out, method=method, hypernet_dir=hn_dir
+            )
+        models[method] = out
+
+    test = pairs["test"][: args.test_sentences]
+    sources, references = [s for s, _ in test], [r for _, r in test]
+    results = {}
+    for name, path in models.items():
+        mt = get_task(translation_config(path, c.task.src_lang, c.task.tgt_lang))
+        for key in ("corpus", "locale_dir", "data_dir", "src_text_lang", "tgt_text_lang"):
+            mt.config.task[key] = c.task[key]
+        params = modeldir.load_params(path)
+        tok = mt.tokenizer()
+        lengths = {
+            side: sum(len(tok.encode(x, lang)) - 2 for x in texts) / len(texts)
+            for side, texts, lang in (
+                ("en", sources, c.task.src_lang),
+                ("de", references, c.task.tgt_lang),
+            )
+        }
+        loss = tt.heldout_loss(mt, params, test)
+        hyps = mt.translate(params, sources, beam_size=args.beam)
+        scores = mt_metrics.corpus_scores(hyps, references)
+        results[name] = {**lengths, **loss, "chrf": scores["chrf"], "bleu": scores["bleu"]}
+    print(
+        f"\n=== test split, first {len(test)} pairs, en->de, beam {args.beam} "
+        f"({time.time() - t0:.0f} s in all)"
+    )
+    print(
+        f"{'tokenizer / init':<22} {'tok/sent en':>11} {'tok/sent de':>11} "
+        f"{'nats/char':>9} {'nats/tok':>8} {'chrF':>6}"
+    )
+    for name, r in results.items():
+        label = "original (source)" if name == "original" else f"German, {name}"
+        print(
+            f"{label:<22} {r['en']:11.1f} {r['de']:11.1f} {r['nats_per_char']:9.3f} "
+            f"{r['nats_per_token']:8.3f} {r['chrf']:6.2f}"
+        )
+    with open(os.path.join(args.workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.exit(main())
