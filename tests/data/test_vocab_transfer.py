@@ -12,6 +12,7 @@ import random
 import numpy as np
 import pytest
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from zoo.data import vocab_transfer as vt
 from zoo.data.tokenizer import MBartTokenizer, train_sentencepiece
@@ -236,7 +237,7 @@ def test_substring_counts_count_every_substring_of_every_pretoken():
     )  # "▁ab" is 3 long
     counts.add(["c"])
     counts.remove(batch)
-    assert counts.counts == collections.Counter({"▁": 1, "c": 1, "▁c": 1})
+    assert dict(counts.counts) == {"▁": 1, "c": 1, "▁c": 1}  # zero counts are gone
 
 
 def sample(counts, num_pieces, seed, template, noise_std=0.0) -> bytes:
@@ -293,15 +294,21 @@ def test_sampled_tokenizer_segments_text_and_round_trips(counts, source):
 
 
 def test_sampled_pieces_follow_the_unigram_scores(counts, source):
-    proto = vt._parse(sample(counts, 300, 0, source))
+    proto = model_pb2.ModelProto.FromString(sample(counts, 300, 0, source))
     scores = [p.score for p in proto.pieces[3:]]
     assert scores == sorted(scores, reverse=True)
     assert np.isclose(np.exp(scores).sum(), 1.0)
     assert proto.trainer_spec.model_type == proto.trainer_spec.UNIGRAM
     assert proto.normalizer_spec.name == "nmt_nfkc" and proto.normalizer_spec.add_dummy_prefix
-    # Score = count x length: the most frequent long piece beats its own characters' share.
-    top = max((s for s in counts if len(s) > 1), key=lambda s: counts[s] * len(s))
-    assert top in [p.piece for p in proto.pieces[:20]]
+    # Golden: with no noise, the kept multi-character pieces are the top count x length, and
+    # every score is log(count x length / sum over the kept pieces).
+    kept = {p.piece: p.score for p in proto.pieces[3:]}
+    longer = sorted((s for s in counts if len(s) > 1), key=lambda s: (-counts[s] * len(s), s))
+    chars = {s for s in counts if len(s) == 1}
+    assert set(kept) == chars | set(longer[: 300 - 3 - len(chars)])
+    total = sum(counts[s] * len(s) for s in kept)
+    for piece, score in kept.items():
+        assert np.isclose(score, np.log(counts[piece] * len(piece) / total)), piece
 
 
 def test_few_substrings_give_fewer_pieces_and_too_few_slots_raise(source):
@@ -365,7 +372,8 @@ def hf_tokenizer(model: str, normalizer, pre_tokenizer):
 
 def nmt_nfkc_charsmap(files) -> bytes:
     sp = spm.SentencePieceProcessor(model_file=str(files["source"]))
-    return vt._parse(sp.serialized_model_proto()).normalizer_spec.precompiled_charsmap
+    proto = model_pb2.ModelProto.FromString(sp.serialized_model_proto())
+    return proto.normalizer_spec.precompiled_charsmap
 
 
 @pytest.mark.parametrize(

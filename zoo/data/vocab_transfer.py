@@ -365,6 +365,15 @@ def load_target_model_proto(path: str) -> bytes:
     tokenizer.json special tokens, are dropped: they map onto mBART's own specials). A .model
     already in that layout comes back byte for byte; a rebuilt one keeps the scores, so text
     segments into the same pieces.
+
+    tokenizer.json support (else ValueError): model Unigram, or BPE (approximate, see below);
+    pre-tokenizer Metaspace("▁") optionally after WhitespaceSplit, or the Llama-style
+    normalizers Prepend("▁") + Replace(" ", "▁"); normalizers Precompiled (its charsmap is
+    sentencepiece's own format), NFKC (spm's builtin nfkc table), Strip / Replace(" {2,}", " ")
+    (as spm's remove_extra_whitespaces). Byte-level (GPT-2 style) tokenizers are rejected.
+    Known differences from the tokenizers library: text that starts with whitespace gets one
+    more "▁" from spm's dummy prefix than from Metaspace (unless whitespace is stripped);
+    non-special added tokens become USER_DEFINED pieces, matched after normalization.
     """
     file = Path(path)
     if not file.is_file():
@@ -381,8 +390,9 @@ def load_target_model_proto(path: str) -> bytes:
         proto = _parse(data)
         spm.SentencePieceProcessor(model_proto=data)
     except Exception as e:
-        raise ValueError(f"{file} is neither a sentencepiece model nor JSON ({e}); pass "
-                         f"{_ACCEPTED}") from None  # fmt: skip
+        raise ValueError(
+            f"{file} is neither a sentencepiece model nor JSON ({e}); pass {_ACCEPTED}"
+        ) from None
     types = [p.type for p in proto.pieces]
     special = (_Piece.UNKNOWN, _Piece.CONTROL)
     if types[:3] == [_Piece.UNKNOWN, _Piece.CONTROL, _Piece.CONTROL] and not any(
@@ -414,7 +424,8 @@ def _check_loads(serialized: bytes, file: Path) -> bytes:
         sp = spm.SentencePieceProcessor(model_proto=serialized)
     except Exception as e:
         raise ValueError(f"{file}: the converted sentencepiece model does not load ({e})") from None
-    assert (sp.unk_id(), sp.bos_id(), sp.eos_id()) == (0, 1, 2)
+    if (sp.unk_id(), sp.bos_id(), sp.eos_id()) != (0, 1, 2):  # a bug here, not in the file
+        raise RuntimeError(f"{file}: conversion gave (unk, bos, eos) ids != (0, 1, 2)")
     return serialized
 
 
@@ -436,10 +447,8 @@ def _normalizer_spec(cfg: dict, file: Path) -> model_pb2.NormalizerSpec:
                 f"{file}: byte-level BPE tokenizers (GPT-2 style, ByteLevel {part}) are not "
                 "supported; pass a sentencepiece .model (or a Metaspace tokenizer.json) instead"
             )
-    spec = model_pb2.NormalizerSpec(
-        name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-        escape_whitespaces=False,
-    )  # fmt: skip
+    spec = model_pb2.NormalizerSpec(name="identity")
+    spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = False
     charsmaps = []
     for node in _walk(cfg.get("normalizer")):
         kind = node.get("type")
@@ -509,8 +518,8 @@ def _proto_from_tokenizer_json(cfg: dict, file: Path) -> model_pb2.ModelProto:
     special = {t["content"] for t in added if t.get("special")}
     user = {t["content"] for t in added if not t.get("special")}
     byte_fallback = bool(model.get("byte_fallback"))
-    split = all(n.get("split", True) for n in _walk(cfg.get("pre_tokenizer"))
-                if n.get("type") == "Metaspace")  # fmt: skip
+    metaspaces = [n for n in _walk(cfg.get("pre_tokenizer")) if n.get("type") == "Metaspace"]
+    split = all(n.get("split", True) for n in metaspaces)
 
     def piece_type(piece: str, usable: bool) -> int:
         if byte_fallback and _BYTE_PIECE.fullmatch(piece):
