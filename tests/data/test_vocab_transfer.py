@@ -231,10 +231,8 @@ def test_decompose_returns_a_copy_of_the_cached_result(decomposer):
 def test_substring_counts_count_every_substring_of_every_pretoken():
     assert vt.pretokens("  ab  c ") == ["▁ab", "▁c"]
     counts = vt.SubstringCounts(max_substring_len=2)
-    batch = counts.add(["ab ab", "b"])
-    assert batch == collections.Counter(
-        {"▁": 3, "a": 2, "b": 3, "▁a": 2, "ab": 2, "▁b": 1}
-    )  # "▁ab" is 3 long
+    batch = counts.add(["ab ab", "b"])  # "▁ab" itself is 3 characters: too long
+    assert batch == collections.Counter({"▁": 3, "a": 2, "b": 3, "▁a": 2, "ab": 2, "▁b": 1})
     counts.add(["c"])
     counts.remove(batch)
     assert dict(counts.counts) == {"▁": 1, "c": 1, "▁c": 1}  # zero counts are gone
