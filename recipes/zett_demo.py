@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     results = {}
     for name, path in models.items():
         mt = get_task(translation_config(path, c.task.src_lang, c.task.tgt_lang))
-        for key in ("corpus", "locale_dir", "data_dir", "src_text_lang", "tgt_text_lang"):
+        for key in tt.DATA_KEYS:
             mt.config.task[key] = c.task[key]
         params = modeldir.load_params(path)
         tok = mt.tokenizer()

@@ -43,6 +43,8 @@ from zoo.tasks import base
 from zoo.tasks.losses import token_loss
 
 NEG_INF_BIAS = -1e5  # output bias of vocabulary padding rows
+# Text-data fields of the task config that the base translation task reads.
+DATA_KEYS = ("corpus", "locale_dir", "data_dir", "src_text_lang", "tgt_text_lang")
 
 
 def base_translation_config(task_config) -> Any:
@@ -51,7 +53,7 @@ def base_translation_config(task_config) -> Any:
 
     t = task_config
     c = translation_config(os.path.expanduser(t.base), t.src_lang, t.tgt_lang)
-    for key in ("corpus", "locale_dir", "data_dir", "src_text_lang", "tgt_text_lang"):
+    for key in DATA_KEYS:
         c.task[key] = t[key]
     c.task.label_smoothing = 0.0
     return c
@@ -145,19 +147,25 @@ class TokenizerTransferTask(base.Task):
         base_flops = transformer.count_flops(
             dataclasses.replace(bc, vocab_size=v), b, s, batch_shapes["targets"][1]
         )
-        hn_params = sum(
-            int(np.prod(x.shape))
-            for x in jax.tree.leaves(
-                jax.eval_shape(
-                    lambda: self.hypernet.init(
-                        jax.random.PRNGKey(0),
-                        jnp.zeros((1, k), jnp.int32),
-                        jnp.zeros((bc.vocab_size, bc.d_model)),
+        return base_flops + 6.0 * self._hypernet_param_count(k) * v * k
+
+    def _hypernet_param_count(self, k: int) -> int:
+        """Parameters of the hypernetwork (counted once; the loop asks at every log step)."""
+        if getattr(self, "_hn_param_count", None) is None:
+            bc = self.base_task.model_config
+            self._hn_param_count = sum(
+                int(np.prod(x.shape))
+                for x in jax.tree.leaves(
+                    jax.eval_shape(
+                        lambda: self.hypernet.init(
+                            jax.random.PRNGKey(0),
+                            jnp.zeros((1, k), jnp.int32),
+                            jnp.zeros((bc.vocab_size, bc.d_model)),
+                        )
                     )
                 )
             )
-        )
-        return base_flops + 6.0 * hn_params * v * k
+        return self._hn_param_count
 
     # --- model ---------------------------------------------------------------------
     def init_variables(self, rng, batch):
