@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 
 
 def _distributed(args) -> None:
-    """Joins a multi-process run when asked (flags or ZOO_* variables); CPU uses gloo."""
+    """Joins a multi-process run when asked; otherwise this is a single-process run.
+
+    Explicit: --coordinator/--num-processes/--process-id or ZOO_COORDINATOR,
+    ZOO_NUM_PROCESSES, ZOO_PROCESS_ID (localhost tests; CPU collectives use gloo).
+    Automatic: ZOO_DISTRIBUTED=auto lets jax.distributed.initialize() read the
+    cluster itself: every worker of a Cloud TPU slice (tpu/run.sh sets it), or a
+    SLURM job step with one task per GPU (gpu/slurm.sbatch).
+    """
     coordinator = args.coordinator or os.environ.get("ZOO_COORDINATOR")
-    if not coordinator:
+    auto = os.environ.get("ZOO_DISTRIBUTED", "").lower()
+    if auto not in ("", "0", "auto"):
+        raise ValueError(f"ZOO_DISTRIBUTED={auto!r}: use 'auto' (TPU slice, SLURM) or leave unset")
+    if not coordinator and auto != "auto":
         return
     import jax
 
     if jax.config.jax_platforms in ("cpu", None) or os.environ.get("JAX_PLATFORMS") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not coordinator:
+        jax.distributed.initialize()
+        return
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=int(args.num_processes or os.environ["ZOO_NUM_PROCESSES"]),
@@ -69,8 +84,13 @@ def cmd_compile(args, extra) -> int:
     from zoo.train import aot
 
     task = tasks.get_task(config)
+    t0 = time.perf_counter()
     report = aot.compile_for_topology(config, task, args.topology)
+    report["compile_seconds"] = round(time.perf_counter() - t0, 1)
     print(aot.format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, sort_keys=True)
     return 0 if report["fits"] else 1
 
 
@@ -179,6 +199,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--config", required=True, help="recipes/NAME.py[:VARIANT]")
     p.add_argument("--topology", required=True, help="e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4")
+    p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("convert", help="import a pretrained checkpoint into a zoo model dir")

@@ -106,12 +106,11 @@ def checkpoint_steps(workdir) -> list[int]:
 
 def load_params(workdir, step: int) -> dict[str, np.ndarray]:
     """Parameters saved at `step`, flattened to 'a/b/c' -> array (read with orbax)."""
-    import orbax.checkpoint as ocp
     from flax import traverse_util
 
-    path = Path(workdir).resolve() / "checkpoints" / str(step) / "state"
-    with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(path)
+    from zoo.pretrained import modeldir
+
+    tree = modeldir.restore_numpy(Path(workdir).resolve() / "checkpoints" / str(step) / "state")
     return {
         k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree["params"], sep="/").items()
     }

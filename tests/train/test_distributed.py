@@ -34,22 +34,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tmp_path, tfds_dir):
-    runner.run_train(tmp_path / "single", tfds_dir, *STEPS, devices=2)
+def run_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> None:
+    """`zoo train` as n processes of one CPU device each, joined by jax.distributed on localhost."""
     port = _free_port()
-    procs = []
-    for pid in range(2):
-        procs.append(
-            runner.start_train(
-                tmp_path / "multi",
-                tfds_dir,
-                *STEPS,
-                devices=1,
-                ZOO_COORDINATOR=f"127.0.0.1:{port}",
-                ZOO_NUM_PROCESSES="2",
-                ZOO_PROCESS_ID=str(pid),
-            )
+    procs = [
+        runner.start_train(
+            workdir,
+            tfds_dir,
+            *overrides,
+            devices=1,
+            ZOO_COORDINATOR=f"127.0.0.1:{port}",
+            ZOO_NUM_PROCESSES=str(n),
+            ZOO_PROCESS_ID=str(pid),
         )
+        for pid in range(n)
+    ]
     outs = []
     for p in procs:
         try:
@@ -60,8 +59,36 @@ def test_two_processes_match_one_process(tmp_path, tfds_dir):
             raise
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-4000:]
+
+
+def test_two_processes_match_one_process(tmp_path, tfds_dir):
+    runner.run_train(tmp_path / "single", tfds_dir, *STEPS, devices=2)
+    run_processes(tmp_path / "multi", tfds_dir, *STEPS)
     single, multi = runner.losses(tmp_path / "single"), runner.losses(tmp_path / "multi")
     assert sorted(multi) == [1, 2, 3, 4, 5]
     np.testing.assert_allclose(
         [multi[s] for s in single], [single[s] for s in single], rtol=0, atol=1e-5
     )
+
+
+def test_resume_on_a_different_process_count(tmp_path, tfds_dir):
+    """A checkpoint written by 2 processes resumes in 1 process (and back) on the same batches.
+
+    The iterator state is global ({epoch, batch_in_epoch}) and each process takes its rows of
+    the same global batch, so with the same global batch size the data order is unchanged.
+    """
+    every = ["--config.checkpoint.every_steps=0"]
+    runner.run_train(tmp_path / "ref", tfds_dir, "--config.train.num_steps=6", *every, devices=2)
+    work = tmp_path / "moved"
+    run_processes(work, tfds_dir, "--config.train.num_steps=2", *every)  # orbax, 2 hosts
+    assert runner.checkpoint_steps(work) == [2]
+    runner.run_train(work, tfds_dir, "--config.train.num_steps=4", *every, devices=2)
+    run_processes(work, tfds_dir, "--config.train.num_steps=6", *every)
+    assert runner.checkpoint_steps(work) == [2, 4, 6]
+    ref, moved = runner.losses(tmp_path / "ref"), runner.losses(work)
+    assert sorted(moved) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([moved[s] for s in ref], [ref[s] for s in ref], rtol=0, atol=1e-5)
+    moved_params, ref_params = runner.load_params(work, 6), runner.load_params(tmp_path / "ref", 6)
+    assert moved_params.keys() == ref_params.keys()
+    for k, v in ref_params.items():
+        np.testing.assert_allclose(moved_params[k], v, rtol=0, atol=1e-5, err_msg=k)

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 
@@ -45,16 +46,20 @@ def save(
         json.dump(meta, f, indent=2, sort_keys=True)
 
 
+def _path(path: str) -> epath.Path:
+    """A local path (made absolute) or a gs:// URL, as an epath."""
+    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
+
+
 def read_meta(path: str) -> dict:
-    with open(os.path.join(path, "model.json")) as f:
-        return json.load(f)
+    return json.loads((_path(path) / "model.json").read_text())
 
 
-def _latest_state(workdir: str) -> str:
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+def _latest_state(workdir: str) -> epath.Path:
+    ckpt_dir = _path(workdir) / "checkpoints"
     steps = (
-        sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
-        if os.path.isdir(ckpt_dir)
+        sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+        if ckpt_dir.is_dir()
         else []
     )
     if not steps:
@@ -63,16 +68,26 @@ def _latest_state(workdir: str) -> str:
             "workdir with a finished checkpoint (no checkpoints/<step>/); pass the output of "
             "`zoo convert` or a workdir of `zoo train`"
         )
-    return os.path.join(ckpt_dir, str(steps[-1]), "state")
+    return ckpt_dir / str(steps[-1]) / "state"
+
+
+def restore_numpy(path) -> Any:
+    """An orbax pytree checkpoint as host NumPy arrays, whatever devices wrote it.
+
+    Restoring with the saved shardings would need the saving run's devices (a
+    checkpoint from a 2-process or TPU-pod run names devices this process lacks)."""
+    with ocp.PyTreeCheckpointer() as ckptr:
+        tree = ckptr.metadata(path).item_metadata.tree
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ckptr.restore(path, restore_args=args)
 
 
 def load_params(path: str) -> Any:
     """Parameter tree (NumPy) of a model directory or of a training workdir's latest checkpoint."""
-    path = os.path.abspath(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        if os.path.exists(os.path.join(path, "model.json")):
-            return ckptr.restore(os.path.join(path, "params"))
-        return ckptr.restore(_latest_state(path))["params"]
+    path = _path(path)
+    if (path / "model.json").exists():
+        return restore_numpy(path / "params")
+    return restore_numpy(_latest_state(path))["params"]
 
 
 def check_compatible(params: Any, abstract_params: Any, source: str) -> None:

@@ -1,6 +1,6 @@
 """Checkpoints that survive preemption: orbax CheckpointManager + data iterator state.
 
-Layout of WORKDIR:
+Layout of WORKDIR (a local folder or gs://BUCKET/path; all I/O goes through etils.epath):
   config.json          the config of the run that created the workdir
   signature.json       parameter paths -> shapes/dtypes (checked on resume)
   checkpoints/<step>/  orbax items: state (train state), data (iterator JSON)
@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 from zoo.train.step import TrainState
@@ -61,6 +62,13 @@ class PreemptionWatcher:
         return flag
 
 
+def workdir_path(workdir: str) -> epath.Path:
+    """WORKDIR as an epath: gs://... stays a URL, a local path becomes absolute."""
+    if "://" in str(workdir):
+        return epath.Path(workdir)
+    return epath.Path(os.path.abspath(workdir))
+
+
 def signature(abstract_state: TrainState) -> dict[str, str]:
     flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, abstract_state.params), sep="/")
     return {k: f"{v.dtype}{list(v.shape)}" for k, v in sorted(flat.items())}
@@ -94,7 +102,7 @@ class Checkpointer:
             create=True,
         )
         self.manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            workdir_path(workdir) / "checkpoints",
             options=options,
             item_names=("state", "data"),
         )
@@ -102,18 +110,14 @@ class Checkpointer:
 
     # --- compatibility --------------------------------------------------------
     def _check_workdir(self, config) -> None:
-        sig_path = os.path.join(self.workdir, "signature.json")
-        cfg_path = os.path.join(self.workdir, "config.json")
+        root = workdir_path(self.workdir)
+        sig_path, cfg_path = root / "signature.json", root / "config.json"
         sig = signature(self.abstract_state)
         new_cfg = json.loads(config.to_json_best_effort())
-        if self.manager.latest_step() is not None and os.path.exists(sig_path):
-            with open(sig_path) as f:
-                old_sig = json.load(f)
+        if self.manager.latest_step() is not None and sig_path.exists():
+            old_sig = json.loads(sig_path.read_text())
             if old_sig != sig:
-                old_cfg = {}
-                if os.path.exists(cfg_path):
-                    with open(cfg_path) as f:
-                        old_cfg = json.load(f)
+                old_cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
                 diff = _config_diff(old_cfg, new_cfg)
                 mism = [k for k in sorted(set(old_sig) | set(sig)) if old_sig.get(k) != sig.get(k)]
                 first = mism[0]
@@ -126,11 +130,9 @@ class Checkpointer:
                 )
             return
         if jax.process_index() == 0:
-            os.makedirs(self.workdir, exist_ok=True)
-            with open(cfg_path, "w") as f:
-                json.dump(new_cfg, f, indent=2, sort_keys=True)
-            with open(sig_path, "w") as f:
-                json.dump(sig, f, indent=1)
+            root.mkdir(parents=True, exist_ok=True)
+            cfg_path.write_text(json.dumps(new_cfg, indent=2, sort_keys=True))
+            sig_path.write_text(json.dumps(sig, indent=1))
 
     # --- save / restore ---------------------------------------------------------
     def latest_step(self) -> int | None:

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 # Dense peak FLOP/s per device (chip) for the compute dtype, from vendor spec sheets.
 # TPU figures are bf16 (f32 matmuls run through bf16 passes on the MXU; we use the
@@ -71,17 +72,25 @@ def device_peak_flops(device=None, dtype: str = "float32") -> tuple[float, str]:
 
 
 class MetricsWriter:
-    """Appends JSON lines to WORKDIR/metrics.jsonl and scalars to TensorBoard (process 0)."""
+    """Appends JSON lines to WORKDIR/metrics.jsonl and scalars to TensorBoard (process 0).
+
+    WORKDIR may be gs://...: object stores cannot append, so there the file is
+    rewritten whole at each write (rows are small and come every log_every steps).
+    """
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.remote = "://" in str(workdir)
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self._text = ""
         self._tb = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            if self.remote and self.path.exists():  # a resumed run keeps its earlier rows
+                self._text = self.path.read_text()
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(str(workdir), "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -90,8 +99,13 @@ class MetricsWriter:
         for k, v in metrics.items():
             v = np.asarray(v).item() if not isinstance(v, (str, int, float)) else v
             row[k] = v
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        line = json.dumps(row) + "\n"
+        if self.remote:
+            self._text += line
+            self.path.write_text(self._text)
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and np.isfinite(v):
                 self._tb.add_scalar(k, v, step)
