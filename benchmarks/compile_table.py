@@ -59,7 +59,8 @@ def compile_one(recipe: str, slice_name: str, cache: Path, force: bool, timeout:
     cmd = [sys.executable, "-m", "zoo.cli", "compile", "--config", f"recipes/{recipe}.py:full"]
     cmd += ["--topology", SLICES[slice_name], "--json", str(out)]
     print("$", " ".join(cmd[2:]), flush=True)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # No TPU is attached here, so several compiles may share libtpu (it locks by default).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
     try:
         proc = subprocess.run(
             cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout

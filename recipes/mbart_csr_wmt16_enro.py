@@ -13,7 +13,8 @@ using the gettext en->ro catalogs, since the WMT16 builder needs TensorFlow and 
   zoo train --config recipes/mbart_csr_wmt16_enro.py:full --workdir gs://BUCKET/csr1 \\
       --config.task.name=csr --config.train.num_steps=5000
   zoo train --config recipes/mbart_csr_wmt16_enro.py:full --workdir gs://BUCKET/csr2 \\
-      --config.train.init_from=gs://BUCKET/csr1 --config.train.num_steps=30000
+      --config.task.name=translation --config.train.init_from=gs://BUCKET/csr1 \\
+      --config.train.num_steps=30000
   zoo compile --config recipes/mbart_csr_wmt16_enro.py:full --topology v5e:2x4
 """
 

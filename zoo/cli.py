@@ -85,7 +85,11 @@ def cmd_compile(args, extra) -> int:
 
     task = tasks.get_task(config)
     t0 = time.perf_counter()
-    report = aot.compile_for_topology(config, task, args.topology)
+    try:
+        report = aot.compile_for_topology(config, task, args.topology)
+    except aot.TpuUnavailableError as e:  # libtpu missing or busy: a message, not a traceback
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 2
     report["compile_seconds"] = round(time.perf_counter() - t0, 1)
     print(aot.format_report(report))
     if args.json:

@@ -17,6 +17,41 @@ needs_libtpu = pytest.mark.skipif(
 
 
 @needs_libtpu
+def test_compile_says_when_libtpu_is_held_by_another_process():
+    # Placed first: later tests in this file load libtpu into the pytest process itself.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from zoo.train import aot; aot.tpu_topology('v5e:2x2'); print('held', flush=True); "
+            "import time; time.sleep(120)",
+        ],
+        cwd=runner.REPO,
+        env=runner.env_for(1),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run(
+            [sys.executable, "-m", "zoo.cli", "compile", "--config", "recipes/smoke.py:tiny"]
+            + ["--topology", "v5e:2x2"],
+            cwd=runner.REPO,
+            env=runner.env_for(1),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "libtpu is in use by another process" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@needs_libtpu
 @pytest.mark.parametrize("topology", ["v5e:2x4", "v4:2x2x1"])
 def test_compile_smoke_recipe_for_tpu_topology(topology):
     proc = subprocess.run(

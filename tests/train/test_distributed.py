@@ -92,3 +92,9 @@ def test_resume_on_a_different_process_count(tmp_path, tfds_dir):
     assert moved_params.keys() == ref_params.keys()
     for k, v in ref_params.items():
         np.testing.assert_allclose(moved_params[k], v, rtol=0, atol=1e-5, err_msg=k)
+
+
+def test_unknown_zoo_distributed_value_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_DISTRIBUTED", "yes")
+    assert runner.train_in_process(tmp_path / "w", tmp_path) == 2
+    assert "ZOO_DISTRIBUTED='yes': use 'auto'" in capsys.readouterr().err

@@ -20,12 +20,16 @@ from zoo.train import optim as zoptim
 from zoo.train import step as zstep
 
 
+class TpuUnavailableError(RuntimeError):
+    """libtpu is not installed, or another process on this machine holds it."""
+
+
 def tpu_topology(name: str):
     """'v5e:2x4' -> a TopologyDescription (needs libtpu, not a TPU)."""
     try:
         import libtpu  # noqa: F401
     except ImportError as e:
-        raise RuntimeError("zoo compile needs libtpu: pip install -e '.[tpu]'") from e
+        raise TpuUnavailableError("zoo compile needs libtpu: pip install -e '.[tpu]'") from e
     from jax.experimental import topologies
 
     chip = name.split(":")[0].lower()
@@ -37,6 +41,13 @@ def tpu_topology(name: str):
     try:
         return topologies.get_topology_desc(platform="tpu", topology_name=name)
     except Exception as e:  # libtpu's message for a malformed shape is long and cryptic
+        if "lockfile" in str(e):
+            raise TpuUnavailableError(
+                "libtpu is in use by another process on this machine (it allows one at a "
+                "time; a `zoo compile` or a TPU job may be running): wait for it to finish, "
+                "remove /tmp/libtpu_lockfile if no such process is left, or, on a machine "
+                "with no TPU attached, set ALLOW_MULTIPLE_LIBTPU_LOAD=1"
+            ) from e
         raise ValueError(
             f"--topology {name!r} is not a TPU topology libtpu knows "
             f"({type(e).__name__}); write CHIP:AxB or CHIP:AxBxC, e.g. v5e:2x4, "
