@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo demo-smoke test install lint bench clean
+.PHONY: demo demo-smoke test install lint bench compile-table clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/smoke_cpu.py
+
+# tpu/COMPILE_TABLE.md: every full recipe AOT-compiled for v5e-8, v4-8, v5p-8 (libtpu, no TPU;
+# about 10 minutes a cell on 2 cores, cached in runs/compile_table/).
+compile-table: $(STAMP)
+	$(PY) benchmarks/compile_table.py
 
 clean:
 	rm -rf runs

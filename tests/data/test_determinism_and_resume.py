@@ -7,7 +7,7 @@ import grain
 import numpy as np
 import pytest
 
-from zoo.data import BatchingConfig, make_dataset
+from zoo.data import BatchingConfig, make_dataset, plans
 
 FEATURES = ["inputs", "targets"]
 
@@ -86,6 +86,49 @@ def test_process_slices_concatenate_to_the_single_process_batches(train_source, 
     for whole, first, second in zip(single, *slices):
         assert first["inputs"].shape[0] * 2 == whole["inputs"].shape[0]
         _assert_same_batches([whole], [{k: np.concatenate([first[k], second[k]]) for k in whole}])
+
+
+class _CountingSource:
+    """A source that remembers which examples were read."""
+
+    def __init__(self, examples):
+        self.examples, self.read = examples, set()
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        self.read.add(int(i))
+        return self.examples[i]
+
+
+def test_each_process_reads_only_its_share_of_the_source(train_source, batching):
+    """Lengths: a block per process (exchanged by tasks.base.scan_shared); batches: own rows."""
+    examples = [train_source[i] for i in range(len(train_source))]
+    n, block = len(examples), -(-len(examples) // 2)
+    full = plans.feature_lengths(examples, FEATURES)
+    reads = []
+    for p in range(2):
+        src = _CountingSource(examples)
+        rows = range(p * block, min(n, (p + 1) * block))
+        np.testing.assert_array_equal(
+            plans.feature_lengths(src, FEATURES, rows), full[rows.start : rows.stop]
+        )
+        assert src.read == set(rows)
+        src.read.clear()
+        ds = make_dataset(
+            src,
+            FEATURES,
+            batching,
+            seed=1,
+            num_epochs=1,
+            process_index=p,
+            process_count=2,
+            lengths=full,
+        )
+        assert len(list(ds)) > 0
+        reads.append(src.read)
+    assert reads[0] and reads[1] and reads[0].isdisjoint(reads[1])
 
 
 @pytest.mark.parametrize("skip", [7, 0, "epoch_end"])

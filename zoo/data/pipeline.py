@@ -296,6 +296,7 @@ def make_dataset(
     num_epochs: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    lengths: np.ndarray | None = None,
 ) -> grain.IterDataset:
     """Batches `source` (random access, dicts of 1-D int arrays) for training or eval.
 
@@ -308,9 +309,17 @@ def make_dataset(
 
     For 1- and P-process runs to see the same data in bucket mode, set batching.batch_multiple
     to a multiple of P (e.g. the data-parallel size): bucket batch sizes depend on it.
+    `lengths`: plans.feature_lengths of the whole source, when the caller has it already
+    (a multi-process run computes it a block per process); otherwise it is read here.
     """
     _validate(batching, features, seed, process_index, process_count)
-    lengths = plans.feature_lengths(source, features)
+    if lengths is None:
+        lengths = plans.feature_lengths(source, features)
+    elif np.shape(lengths) != (len(source), len(features)):
+        raise ValueError(
+            f"lengths has shape {np.shape(lengths)}, not (examples, features) = "
+            f"({len(source)}, {len(features)})"
+        )
     limit = _length_limit(batching)
     too_long = lengths.max(axis=1, initial=0) > limit
     num_dropped = int(too_long.sum())

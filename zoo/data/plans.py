@@ -42,23 +42,26 @@ def read_examples(source: Sequence[Any], indices: Sequence[int]) -> list[dict[st
     return [source[i] for i in indices]
 
 
-def feature_lengths(source: Sequence[Any], features: Sequence[str]) -> np.ndarray:
-    """Length of every feature of every example: [num_examples, num_features] int64.
+def feature_lengths(
+    source: Sequence[Any], features: Sequence[str], rows: range | None = None
+) -> np.ndarray:
+    """Length of every feature of each example in `rows` (default: all): [len(rows), F] int64.
 
-    Reads the whole source once. Fine for the sources used here (<= ~100k examples); a larger
-    corpus should store lengths next to the data instead of rereading it at every start.
+    Reads those examples once. A multi-process run gives each process its block of rows and
+    exchanges the results (zoo.tasks.base.scan_shared), so no process reads the whole source.
     """
-    lengths = np.zeros((len(source), len(features)), dtype=np.int64)
-    for start in range(0, len(source), _LENGTH_CHUNK):
-        chunk = range(start, min(start + _LENGTH_CHUNK, len(source)))
-        for row, example in zip(chunk, read_examples(source, chunk)):
+    rows = range(len(source)) if rows is None else rows
+    lengths = np.zeros((len(rows), len(features)), dtype=np.int64)
+    for start in range(0, len(rows), _LENGTH_CHUNK):
+        chunk = rows[start : start + _LENGTH_CHUNK]
+        for i, (row, example) in enumerate(zip(chunk, read_examples(source, chunk))):
             for column, feature in enumerate(features):
                 if feature not in example:
                     raise KeyError(
                         f"feature {feature!r} is not in example {row} of the source (it has "
                         f"{sorted(example)}); fix the `features` argument"
                     )
-                lengths[row, column] = len(example[feature])
+                lengths[start + i, column] = len(example[feature])
     return lengths
 
 

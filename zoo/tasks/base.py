@@ -106,15 +106,25 @@ class Task(abc.ABC):
             batch_multiple=batch_multiple,
             pad_id=pad_id,
         )
+        from zoo.data import plans
+
+        features = ["inputs", "targets"]
+        lengths = scan_shared(
+            len(source),
+            lambda rows: plans.feature_lengths(source, features, rows),
+            process_index,
+            process_count,
+        )
         return zdata.make_dataset(
             source,
-            ["inputs", "targets"],
+            features,
             batching,
             seed=seed,
             shuffle=train,
             num_epochs=None if train else 1,
             process_index=process_index,
             process_count=process_count,
+            lengths=lengths,
         )
 
     def finish_init(self, params: Params) -> Params:
@@ -157,3 +167,25 @@ def get_task(config) -> Task:
     if name not in _REGISTRY:
         raise ValueError(f"task.name={name!r} is not a known task; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name](config)
+
+
+def scan_shared(num_examples: int, scan, process_index: int, process_count: int) -> np.ndarray:
+    """scan(range of example indices) -> [len, K] ints, over the whole source, read once.
+
+    With several processes each scans one contiguous block and the blocks are exchanged
+    (an allgather), so every process gets the full result having read only 1/P of the
+    source. Values must fit in int32 (lengths, flags)."""
+    if process_count == 1:
+        return np.asarray(scan(range(num_examples)))
+    from jax.experimental import multihost_utils
+
+    block = -(-num_examples // process_count)
+    start = min(process_index * block, num_examples)
+    rows = range(start, min(start + block, num_examples))
+    part = np.asarray(scan(rows))
+    if part.ndim != 2:
+        raise ValueError(f"scan must return [examples, K] rows, got shape {part.shape}")
+    local = np.zeros((block, part.shape[1]), np.int32)
+    local[: len(rows)] = part
+    gathered = np.asarray(multihost_utils.process_allgather(local, tiled=False))
+    return gathered.reshape(process_count * block, -1)[:num_examples].astype(part.dtype)

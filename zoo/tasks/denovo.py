@@ -286,16 +286,20 @@ class DenovoTask(base.Task):
         out["tokens"][: len(ids)] = ids[:n]
         return out
 
-    def kept_indices(self, split) -> np.ndarray:
+    def kept_indices(self, split, process_index: int = 0, process_count: int = 1) -> np.ndarray:
         """Spectra whose peptide fits max_peptide_len; the rest are counted and logged (once
-        per split: every eval reuses it)."""
+        per split: every eval reuses it). Several processes share the scan (base.scan_shared)."""
         if split in self._kept:
             return self._kept[split]
         src = self.source(split)
         n = self.model.config.max_peptide_len
-        lengths = np.array(
-            [len(self.residues.parse(_text(src[i]["peptide"]))) for i in range(len(src))]
-        )
+
+        def scan(rows):
+            return np.array(
+                [[len(self.residues.parse(_text(src[i]["peptide"])))] for i in rows], np.int64
+            ).reshape(len(rows), 1)
+
+        lengths = base.scan_shared(len(src), scan, process_index, process_count)[:, 0]
         keep = np.flatnonzero((lengths <= n) & (lengths > 0))
         if len(keep) < len(src):
             log.warning(
@@ -314,7 +318,7 @@ class DenovoTask(base.Task):
             self.source(split),
             self.featurize,
             global_batch_size=self.config.data.global_batch_size,
-            keep=self.kept_indices(split),
+            keep=self.kept_indices(split, process_index, process_count),
             seed=seed,
             shuffle=train,
             num_epochs=None if train else 1,
