@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import time
 
 import numpy as np
 
@@ -34,10 +36,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> None:
+def start_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> list[subprocess.Popen]:
     """`zoo train` as n processes of one CPU device each, joined by jax.distributed on localhost."""
     port = _free_port()
-    procs = [
+    return [
         runner.start_train(
             workdir,
             tfds_dir,
@@ -49,6 +51,9 @@ def run_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> None:
         )
         for pid in range(n)
     ]
+
+
+def finish(procs: list[subprocess.Popen], expect: int = 0) -> None:
     outs = []
     for p in procs:
         try:
@@ -58,7 +63,11 @@ def run_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> None:
                 q.kill()
             raise
     for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
+        assert p.returncode == expect, err[-4000:]
+
+
+def run_processes(workdir, tfds_dir, *overrides: str, n: int = 2) -> None:
+    finish(start_processes(workdir, tfds_dir, *overrides, n=n))
 
 
 def test_two_processes_match_one_process(tmp_path, tfds_dir):
@@ -98,3 +107,25 @@ def test_unknown_zoo_distributed_value_is_a_clear_error(tmp_path, monkeypatch, c
     monkeypatch.setenv("ZOO_DISTRIBUTED", "yes")
     assert runner.train_in_process(tmp_path / "w", tmp_path) == 2
     assert "ZOO_DISTRIBUTED='yes': use 'auto'" in capsys.readouterr().err
+
+
+def test_sigterm_to_one_process_saves_all_at_the_same_step(tmp_path, tfds_dir):
+    """A preemption notice reaching one host: every process saves the same step, exits 75,
+    and the rerun ends where an uninterrupted run does."""
+    run = ["--config.train.num_steps=40", "--config.checkpoint.every_steps=0"]
+    runner.run_train(tmp_path / "ref", tfds_dir, *run, devices=2)
+    work = tmp_path / "run"
+    procs = start_processes(work, tfds_dir, *run)
+    deadline = time.time() + 240
+    while len(runner.metrics(work)) < 5:
+        assert all(p.poll() is None for p in procs), "a process ended early"
+        assert time.time() < deadline, "no progress"
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    finish(procs, expect=75)
+    saved = runner.checkpoint_steps(work)
+    assert len(saved) == 1 and 5 <= saved[0] < 40
+    run_processes(work, tfds_dir, *run)
+    ref, got = runner.losses(tmp_path / "ref"), runner.losses(work)
+    assert sorted(got) == list(range(1, 41))
+    np.testing.assert_allclose([got[s] for s in ref], [ref[s] for s in ref], rtol=0, atol=1e-5)

@@ -261,7 +261,7 @@ def train(config, workdir: str, task) -> dict[str, Any]:
                     task.tokens_in_batch(local),
                 )
 
-                preempted = watcher.requested()
+                preempted = watcher.requested(step)
                 if ckpt.should_save(step) or preempted or step == num_steps:
                     finish_step(pending)  # NaN guard runs before anything is saved
                     pending = None
