@@ -12,6 +12,7 @@ only parameters are needed: its latest checkpoint's params are used.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from typing import Any
@@ -76,8 +77,17 @@ def restore_numpy(path) -> Any:
 
     Restoring with the saved shardings would need the saving run's devices (a
     checkpoint from a 2-process or TPU-pod run names devices this process lacks)."""
+    # Asked for an item folder, orbax also looks for the step's metadata file and warns
+    # that it is absent; that is expected here.
+    quiet = lambda record: "Metadata file does not exist" not in record.getMessage()  # noqa: E731
+    absl_log = logging.getLogger("absl")
+    absl_log.addFilter(quiet)
+    try:
+        with ocp.PyTreeCheckpointer() as ckptr:
+            tree = ckptr.metadata(path).item_metadata.tree
+    finally:
+        absl_log.removeFilter(quiet)
     with ocp.PyTreeCheckpointer() as ckptr:
-        tree = ckptr.metadata(path).item_metadata.tree
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return ckptr.restore(path, restore_args=args)
 
