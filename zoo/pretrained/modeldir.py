@@ -23,6 +23,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
+from zoo.paths import as_path
+
 
 def save(
     out_dir: str,
@@ -47,17 +49,12 @@ def save(
         json.dump(meta, f, indent=2, sort_keys=True)
 
 
-def _path(path: str) -> epath.Path:
-    """A local path (made absolute) or a gs:// URL, as an epath."""
-    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
-
-
 def read_meta(path: str) -> dict:
-    return json.loads((_path(path) / "model.json").read_text())
+    return json.loads((as_path(path) / "model.json").read_text())
 
 
 def _latest_state(workdir: str) -> epath.Path:
-    ckpt_dir = _path(workdir) / "checkpoints"
+    ckpt_dir = as_path(workdir) / "checkpoints"
     steps = (
         sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
         if ckpt_dir.is_dir()
@@ -81,20 +78,19 @@ def restore_numpy(path) -> Any:
     # that it is absent; that is expected here.
     quiet = lambda record: "Metadata file does not exist" not in record.getMessage()  # noqa: E731
     absl_log = logging.getLogger("absl")
-    absl_log.addFilter(quiet)
-    try:
-        with ocp.PyTreeCheckpointer() as ckptr:
-            tree = ckptr.metadata(path).item_metadata.tree
-    finally:
-        absl_log.removeFilter(quiet)
     with ocp.PyTreeCheckpointer() as ckptr:
+        absl_log.addFilter(quiet)
+        try:
+            tree = ckptr.metadata(path).item_metadata.tree
+        finally:
+            absl_log.removeFilter(quiet)
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return ckptr.restore(path, restore_args=args)
 
 
 def load_params(path: str) -> Any:
     """Parameter tree (NumPy) of a model directory or of a training workdir's latest checkpoint."""
-    path = _path(path)
+    path = as_path(path)
     if (path / "model.json").exists():
         return restore_numpy(path / "params")
     return restore_numpy(_latest_state(path))["params"]

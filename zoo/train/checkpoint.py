@@ -13,16 +13,15 @@ temporary folder that is ignored (and cleaned) on restart.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 from flax import traverse_util
 
+from zoo.paths import as_path
 from zoo.train.step import TrainState
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: saved after SIGTERM; rerun the same command to resume
@@ -81,13 +80,6 @@ def _preemption_sync_manager():
     return getattr(distributed.global_state, "preemption_sync_manager", None)
 
 
-def workdir_path(workdir: str) -> epath.Path:
-    """WORKDIR as an epath: gs://... stays a URL, a local path becomes absolute."""
-    if "://" in str(workdir):
-        return epath.Path(workdir)
-    return epath.Path(os.path.abspath(workdir))
-
-
 def signature(abstract_state: TrainState) -> dict[str, str]:
     flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, abstract_state.params), sep="/")
     return {k: f"{v.dtype}{list(v.shape)}" for k, v in sorted(flat.items())}
@@ -121,7 +113,7 @@ class Checkpointer:
             create=True,
         )
         self.manager = ocp.CheckpointManager(
-            workdir_path(workdir) / "checkpoints",
+            as_path(workdir) / "checkpoints",
             options=options,
             item_names=("state", "data"),
         )
@@ -129,7 +121,7 @@ class Checkpointer:
 
     # --- compatibility --------------------------------------------------------
     def _check_workdir(self, config) -> None:
-        root = workdir_path(self.workdir)
+        root = as_path(self.workdir)
         sig_path, cfg_path = root / "signature.json", root / "config.json"
         sig = signature(self.abstract_state)
         new_cfg = json.loads(config.to_json_best_effort())

@@ -100,31 +100,22 @@ def _initial_state(config, setup: zstep.Setup, task) -> zstep.TrainState:
         return _finish_init(task, setup, setup.init(jax.random.PRNGKey(config.seed)).params)
     params = modeldir.load_params(source)
     patterns = tuple(config.train.get("init_from_patterns", ()) or ())
-    if patterns:
-        params, fresh = _select(params, setup, patterns, source, config.seed)
+    if patterns:  # leaves the patterns do not select keep their random init
+        picked, fresh = _select(params, setup, patterns, source, config.seed)
+        params = jax.tree.map(
+            lambda p, f: f if p is None else p, picked, fresh, is_leaf=lambda x: x is None
+        )
     else:
         modeldir.check_compatible(params, setup.abstract_state.params, source)
-        fresh = None
-
-    # Every process holds the full arrays; each device takes its shard.
-    def place(x, a):
-        if x is None:  # not selected by init_from_patterns: keeps its random init
-            return None
-        return jax.make_array_from_callback(a.shape, a.sharding, lambda i: x[i])
-
-    placed = jax.tree.map(place, params, setup.abstract_state.params, is_leaf=lambda x: x is None)
-    if fresh is not None:
-        placed = jax.tree.map(
-            lambda p, f: f if p is None else p, placed, fresh, is_leaf=lambda x: x is None
-        )
     log.info("initialised parameters from %s", source)
-    return _finish_init(task, setup, placed)
+    return _finish_init(task, setup, params)
 
 
 def _finish_init(task, setup: zstep.Setup, params) -> zstep.TrainState:
     """Lets the task fill in parameters (Task.finish_init), then builds a fresh train state.
 
-    Leaves the task returns as host arrays are placed on the devices like init_from's."""
+    Host-array leaves (init_from's, or the task's) are placed on the devices: every process
+    holds the full arrays and each device takes its shard."""
     params = task.finish_init(params)
 
     def place(x, a):

@@ -11,7 +11,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
+
+from zoo.paths import as_path, is_remote
 
 # Dense peak FLOP/s per device (chip) for the compute dtype, from vendor spec sheets.
 # TPU figures are bf16 (f32 matmuls run through bf16 passes on the MXU; we use the
@@ -80,12 +81,12 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
-        self.remote = "://" in str(workdir)
-        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.remote = is_remote(workdir)
+        self.path = as_path(workdir) / "metrics.jsonl"
         self._text = ""
         self._tb = None
         if enabled:
-            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.remote and self.path.exists():  # a resumed run keeps its earlier rows
                 self._text = self.path.read_text()
             from tensorboardX import SummaryWriter
