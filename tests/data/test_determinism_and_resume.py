@@ -131,6 +131,18 @@ def test_each_process_reads_only_its_share_of_the_source(train_source, batching)
     assert reads[0] and reads[1] and reads[0].isdisjoint(reads[1])
 
 
+def test_lengths_of_the_wrong_shape_are_refused(train_source, batching):
+    with pytest.raises(ValueError, match=r"lengths has shape \(3, 2\), not \(examples"):
+        make_dataset(train_source, FEATURES, batching, seed=1, lengths=np.zeros((3, 2)))
+
+
+def test_scan_shared_wants_rows_of_columns():
+    from zoo.tasks.base import scan_shared
+
+    with pytest.raises(ValueError, match=r"scan must return \[examples, K\] rows"):
+        scan_shared(10, lambda rows: np.zeros(len(rows)), process_index=0, process_count=2)
+
+
 @pytest.mark.parametrize("skip", [7, 0, "epoch_end"])
 def test_resume_from_saved_state_yields_exactly_the_same_batches(train_source, batching, skip):
     ds = make_dataset(train_source, FEATURES, batching, seed=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -53,7 +54,8 @@ def test_compile_says_when_libtpu_is_held_by_another_process():
 
 @needs_libtpu
 @pytest.mark.parametrize("topology", ["v5e:2x4", "v4:2x2x1"])
-def test_compile_smoke_recipe_for_tpu_topology(topology):
+def test_compile_smoke_recipe_for_tpu_topology(topology, tmp_path):
+    report = tmp_path / "report.json"
     proc = subprocess.run(
         [
             sys.executable,
@@ -66,6 +68,8 @@ def test_compile_smoke_recipe_for_tpu_topology(topology):
             topology,
             "--config.mesh.data=2",
             "--config.mesh.fsdp=-1",
+            "--json",
+            str(report),
         ],
         cwd=runner.REPO,
         env=runner.env_for(1),
@@ -80,6 +84,11 @@ def test_compile_smoke_recipe_for_tpu_topology(topology):
     assert "'data': 2, 'fsdp': 4, 'tensor': 1" in out or "'data': 2, 'fsdp': 2" in out
     flops = float(out.split("FLOPs per step: model ")[1].split()[0])
     assert flops > 0
+    # --json: the same report, for tables (benchmarks/compile_table.py)
+    saved = json.loads(report.read_text())
+    assert saved["topology"] == topology and saved["fits"] is True
+    assert saved["model_flops_per_step"] == pytest.approx(flops, rel=1e-3)
+    assert saved["compile_seconds"] > 0
 
 
 @needs_libtpu
