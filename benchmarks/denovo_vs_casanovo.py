@@ -13,7 +13,7 @@ What is compared, on the same spectra and the same batches (--batch), in one run
 1. Weights. A randomly initialised Casanovo `Spec2Pep` (sizes from the flags, default
    d=256, 8 heads, FFN 1024, 4 layers, max_peptide_len 30; Casanovo's default tokenizer,
    dropout 0) is saved as a checkpoint and read by zoo's importer
-   (`zoo.pretrained.casanovo.load_casanovo`), so the AR models are one network with the same
+   (`zoo.peptide.casanovo.load_casanovo`), so the AR models are one network with the same
    weights. Random weights almost never pick the stop token `$`, so every beam would run to
    max_peptide_len; instead a few weights are edited in Casanovo's model before saving
    (`position_stop` in _casanovo_side.py): one residual feature of the decoder carries only
@@ -27,14 +27,14 @@ What is compared, on the same spectra and the same batches (--batch), in one run
    hybrid warm-starts its encoder and AR decoder from the edited Casanovo weights, plus its
    own `$` bias); the NAR blank logit gets a bias so that greedy CTC paths collapse to the
    true median length.
-2. Spectra. --spectra simulated spectra (`zoo.data.simulate`: tryptic peptides of 7-20
-   residues from the embedded mouse proteins) written to an MGF (`zoo.data.spectra.write_mgf`,
+2. Spectra. --spectra simulated spectra (`zoo.peptide.simulate`: tryptic peptides of 7-20
+   residues from the embedded mouse proteins) written to an MGF (`zoo.peptide.spectra.write_mgf`,
    SEQ in ProForma). Casanovo reads it with its own `DeNovoDataModule` (its preprocessing,
-   its batches, padded to each batch's most peaks); zoo with `zoo.data.spectra.read_mgf` +
+   its batches, padded to each batch's most peaks); zoo with `zoo.peptide.spectra.read_mgf` +
    `preprocess_spectrum` (Casanovo's preprocessing), padded to 150 peaks.
 3. Inference, spectra/s from preprocessed peaks to peptide strings. Casanovo:
    `Spec2Pep.forward(batch)` under `inference_mode`, n_beams 1 and 5. zoo:
-   `zoo.tasks.denovo.Sequencer.predict_all` with Casanovo 5.2.1's beam rules
+   `zoo.peptide.sequence.Sequencer.predict_all` with Casanovo 5.2.1's beam rules
    (casanovo_compatible=True, precursor_filter=False); decoders "ar" (beam 1, 5; also at
    peaks padded to the data's most peaks rounded up to 8 instead of 150), "nar" (jitted NAR
    forward + CTC prefix beam search, beam 5, on the host), "nar_pmc" (the same + precise mass
@@ -77,14 +77,18 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax.linen import meta as flax_meta  # noqa: E402
 
-from zoo import config as zconfig  # noqa: E402
 from zoo import tasks  # noqa: E402
-from zoo.data import residues as zres  # noqa: E402
-from zoo.data import simulate, spectra  # noqa: E402
-from zoo.decode import ctc, ctc_mass  # noqa: E402
-from zoo.models import peptide  # noqa: E402
-from zoo.pretrained import casanovo as zcasanovo  # noqa: E402
-from zoo.tasks.denovo import Sequencer  # noqa: E402
+from zoo.peptide import casanovo as zcasanovo  # noqa: E402
+from zoo.peptide import (
+    ctc,  # noqa: E402
+    simulate,  # noqa: E402
+    spectra,
+)
+from zoo.peptide import mass_control as ctc_mass
+from zoo.peptide import model as peptide  # noqa: E402
+from zoo.peptide import residues as zres  # noqa: E402
+from zoo.peptide.sequence import Sequencer  # noqa: E402
+from zoo.train import config as zconfig  # noqa: E402
 from zoo.train import mesh as zmesh  # noqa: E402
 from zoo.train import optim as zoptim  # noqa: E402
 from zoo.train import step as zstep  # noqa: E402

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from zoo import config as zconfig  # noqa: E402
 from zoo import tasks  # noqa: E402
+from zoo.train import config as zconfig  # noqa: E402
 from zoo.train import mesh as zmesh  # noqa: E402
 from zoo.train import metrics as zmetrics  # noqa: E402
 from zoo.train import optim as zoptim  # noqa: E402

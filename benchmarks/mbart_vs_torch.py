@@ -2,7 +2,7 @@
 
 One process, f32, the same config and the same random weights on both sides (the HF model
 is built with a fixed torch seed, saved with save_pretrained and read back with
-`zoo.pretrained.mbart.load_mbart`). Two measurements, timed runs interleaved (torch, zoo,
+`zoo.mbart.convert.load_mbart`). Two measurements, timed runs interleaved (torch, zoo,
 torch, zoo, ...) so that load from other users of a shared machine falls on both alike:
 
 1. Training: forward + backward + AdamW update on one fixed batch of right-length
@@ -15,8 +15,8 @@ torch, zoo, ...) so that load from other users of a shared machine falls on both
    length_penalty=1, forced EOS at the budget) of `--gen-batch` sentences.
    PyTorch: `model.generate(num_beams=5, max_new_tokens=..., decoder_start_token_id=lang)`
    under inference_mode. zoo: `zoo.decode.search.beam_search` over
-   `zoo.models.mbart.encode / init_cache / decode_step`, wired as
-   `zoo.tasks.translation.translate()` does, in one jitted function.
+   `zoo.mbart.model.encode / init_cache / decode_step`, wired as
+   `zoo.mbart.translate.translate()` does, in one jitted function.
 
 Generation runs first (training changes the torch weights in place). torch uses
 os.cpu_count() threads and OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see
@@ -55,11 +55,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from zoo import config as zconfig  # noqa: E402
 from zoo import tasks  # noqa: E402
 from zoo.decode import search  # noqa: E402
-from zoo.models import mbart  # noqa: E402
-from zoo.pretrained.mbart import load_mbart  # noqa: E402
+from zoo.mbart import model as mbart  # noqa: E402
+from zoo.mbart.convert import load_mbart  # noqa: E402
+from zoo.train import config as zconfig  # noqa: E402
 from zoo.train import mesh as zmesh  # noqa: E402
 from zoo.train import optim as zoptim  # noqa: E402
 from zoo.train import step as zstep  # noqa: E402

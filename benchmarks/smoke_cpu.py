@@ -22,8 +22,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from zoo import config as zconfig  # noqa: E402
 from zoo import tasks  # noqa: E402
+from zoo.train import config as zconfig  # noqa: E402
 from zoo.train import mesh as zmesh  # noqa: E402
 from zoo.train import optim as zoptim  # noqa: E402
 from zoo.train import step as zstep  # noqa: E402

@@ -1,7 +1,7 @@
 """Time to predict embeddings for a new 32k- and 250k-token vocabulary (ZeTT hypernetwork).
 
 Two parts, timed separately: decomposing every new token into the source tokenizer's
-pieces (Python + sentencepiece, zoo.data.vocab_transfer) and the hypernetwork's forward
+pieces (Python + sentencepiece, zoo.zett.vocab) and the hypernetwork's forward
 pass over the [V, 7] decompositions (jit, chunks of 16384 rows as ZeTT's transfer script).
 The vocabularies are UnigramLM tokenizers sampled from substring counts of the gettext
 English/German text of this machine; the source is the demo mBART's tokenizer.
@@ -33,10 +33,11 @@ def main(argv=None) -> int:
     import numpy as np
     from flax import linen as nn
 
-    from zoo.commands import translation_config
-    from zoo.data import gettext, vocab_transfer
-    from zoo.models import zett
+    from zoo.mbart import gettext
+    from zoo.mbart.tasks import translation_config
     from zoo.tasks import get_task
+    from zoo.zett import hypernet as zett
+    from zoo.zett import vocab as vocab_transfer
 
     src = get_task(translation_config(args.base, "en_XX", "de_DE")).tokenizer()
     builder = gettext.gettext_builder(args.data_dir, src_lang="en", tgt_lang="de")
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         proto = vocab_transfer.sample_unigram_model(
             counter.counts, size, np.random.default_rng(0), noise_std=0.0, template=src
         )
-        from zoo.data.tokenizer import MBartTokenizer
+        from zoo.mbart.tokenizer import MBartTokenizer
 
         tgt = MBartTokenizer(None, model_proto=proto, languages=src.languages)
         t0 = time.perf_counter()

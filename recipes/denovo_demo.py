@@ -2,7 +2,7 @@
 
 Variants: tiny (tests: seconds), demo (this CPU). The data are simulated spectra of a
 tryptic digest of the mouse proteins shipped with zoo, split so that no test peptide
-was seen in training (zoo.data.simulated_tfds).
+was seen in training (zoo.peptide.simulated_tfds).
 
 Run as a script, this file is the second half of `make demo`: it trains an AR-only
 (Casanovo-like), a NAR-only (PrimeNovo-like) and a hybrid (CrossNovo: joint stage with
@@ -27,7 +27,15 @@ import os
 import sys
 import time
 
+import common
+import jax
 import ml_collections
+import numpy as np
+
+from zoo.peptide import features, mztab, spectra
+from zoo.peptide.metrics import evaluate
+from zoo.peptide.residues import CASANOVO
+from zoo.peptide.sequence import Sequencer, to_psm
 
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
@@ -36,80 +44,37 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "denovo"
-    c.task.dataset = "simulated"  # "simulated" | "mgf" (see recipes/denovo_nine_species.py)
-    c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS dataset is written
-    c.task.max_peaks = 48  # most intense peaks fed to the encoder (Casanovo keeps <= 150)
-    c.task.stage = "joint"  # "joint" | "ar" (stage 2: AR loss only; freeze via optim.frozen)
-    c.task.anneal = True  # hybrid: lambda = step / anneal_steps, else lambda = ar_weight
-    c.task.anneal_steps = 0  # 0 = train.num_steps
-    c.task.ar_weight = 0.5  # hybrid without annealing: weight of the AR loss
-    c.task.label_smoothing = 0.01  # Casanovo's train_label_smoothing
-    c.task.simulated = ml_collections.ConfigDict()  # zoo.data.simulated_tfds parameters
-    c.task.simulated.num_train = 24_000
+    c.task = common.denovo_task(dataset="simulated", max_peaks=48)
+    c.task.simulated = ml_collections.ConfigDict()  # zoo.peptide.simulated_tfds parameters
+    c.task.simulated.num_train = 24_000  # spectra per split
     c.task.simulated.num_validation = 256
     c.task.simulated.num_test = 512
-    c.task.simulated.min_length = 6
+    c.task.simulated.min_length = 6  # peptide lengths (residues)
     c.task.simulated.max_length = 12
-    c.task.simulated.seed = 0
-
-    c.model = ml_collections.ConfigDict()  # fields of zoo.models.peptide.PeptideConfig
-    c.model.mode = "hybrid"  # "ar" | "nar" | "hybrid"
-    c.model.n_residues = 27
-    c.model.d_model = 128
-    c.model.n_heads = 4
-    c.model.d_ff = 256
-    c.model.encoder_layers = 2
-    c.model.ar_layers = 2
-    c.model.nar_layers = 2
-    c.model.dropout = 0.0
-    c.model.max_charge = 4
-    c.model.nar_slots = 24  # >= 2 x the longest peptide is always enough for CTC
-    c.model.max_peptide_len = 13  # residues + stop, decoded
-    c.model.reverse = True
-    c.model.dtype = "float32"
-
+    c.task.simulated.seed = 0  # the simulation's seed (not training's)
+    c.model = common.peptide_model(
+        d_model=128,
+        n_heads=4,
+        d_ff=256,
+        layers=2,
+        max_charge=4,
+        nar_slots=24,
+        max_peptide_len=13,
+    )
     c.data = ml_collections.ConfigDict()
     c.data.mode = "pad"  # spectra batch at fixed shapes (max_peaks, max_peptide_len)
-    c.data.global_batch_size = 64
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 2e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.end_learning_rate_ratio = 0.05
-    c.optim.power = 1.0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.98
-    c.optim.eps = 1e-9
-    c.optim.weight_decay = 1e-5  # Casanovo's
-    c.optim.clip_norm = 1.0
-    c.optim.grad_accum_steps = 1
-    c.optim.frozen = ()  # stage 2: ("^encoder_", "^nar_")
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 900
-    c.train.log_every = 50
-    c.train.progress_bar = True
-    c.train.init_from = ""  # a workdir or model dir (e.g. `zoo convert casanovo`) to start from
-    c.train.init_from_patterns = ()  # only these params from init_from, e.g. ("^encoder_",)
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.split = "validation"
-    c.eval.every_steps = 500
-    c.eval.num_batches = 0
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 500
-    c.checkpoint.keep_last = 1
-    c.checkpoint.keep_every = 0
-    c.checkpoint.async_save = True
+    c.data.global_batch_size = 64  # spectra per step over all devices
+    c.mesh = common.mesh()
+    c.optim = common.optim(
+        learning_rate=2e-3,
+        warmup_steps=100,
+        weight_decay=1e-5,  # Casanovo's
+    )  # stage 2: frozen=("^encoder_", "^nar_")
+    # init_from: a workdir or model dir (e.g. `zoo convert casanovo`) to start from, with
+    # init_from_patterns, e.g. ("^encoder_",), to take only some of its parameters.
+    c.train = common.train(num_steps=900)
+    c.eval = common.evaluation(every_steps=500)
+    c.checkpoint = common.checkpoint(every_steps=500, keep_last=1)
 
     if variant == "tiny":
         c.task.max_peaks = 32
@@ -139,18 +104,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------- the demo
 
 
-def _stage(name: str, config, workdir: str):
-    from zoo import tasks
-    from zoo.train import loop
-
-    print(f"\n=== {name}: mode {config.model.mode}, {config.train.num_steps} steps -> {workdir}")
-    task = tasks.get_task(config)
-    summary = loop.train(config, workdir, task)
-    return task, summary["state"].params
-
-
 def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
     """A PNG of the spectrum with the predicted peptide's b/y ions marked (spectrum_utils)."""
+    # Optional (the `denovo` extra) and heavy: only the demo's last step needs them.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,9 +114,7 @@ def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
     import spectrum_utils.plot as sup
     import spectrum_utils.spectrum as sus
 
-    from zoo.data import residues as zres
-
-    tokens = zres.CASANOVO.parse(peptide)
+    tokens = CASANOVO.parse(peptide)
     spectrum = sus.MsmsSpectrum(
         title,
         float(example["precursor_mz"]),
@@ -169,7 +123,7 @@ def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
         [float(x) for x in example["intensity"]],
     )
     spectrum.annotate_proforma(
-        zres.CASANOVO.to_proforma(tokens),
+        CASANOVO.to_proforma(tokens),
         fragment_tol_mass=0.05,
         fragment_tol_mode="Da",
         ion_types="by",
@@ -192,15 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
     args = ap.parse_args(argv)
 
-    import jax
-    import numpy as np
-
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from zoo.data import mztab
-    from zoo.metrics import peptide as pmetrics
-    from zoo.tasks import denovo as tdenovo
-
+    common.use_compilation_cache(args.workdir)
     t0 = time.time()
     os.makedirs(args.workdir, exist_ok=True)
     data_dir = os.path.join(args.workdir, "tfds")
@@ -212,26 +158,22 @@ def main(argv=None) -> int:
         c.train.num_steps = steps
         c.eval.every_steps = steps
         c.checkpoint.every_steps = steps
-        for k, v in overrides.items():
-            node = c
-            *path, leaf = k.split(".")
-            for p in path:
-                node = node[p]
-            node[leaf] = v
-        return c
+        return common.with_overrides(c, overrides)
 
     s1 = args.steps - args.stage2_steps
     runs = {}
-    runs["AR (Casanovo-like)"] = _stage(
-        "AR only", config("ar", args.steps), os.path.join(args.workdir, "ar")
+    runs["AR (Casanovo-like)"] = common.train_stage(
+        "AR only: mode ar", config("ar", args.steps), os.path.join(args.workdir, "ar")
     )
-    runs["NAR (PrimeNovo-like)"] = _stage(
-        "NAR only", config("nar", args.steps), os.path.join(args.workdir, "nar")
+    runs["NAR (PrimeNovo-like)"] = common.train_stage(
+        "NAR only: mode nar", config("nar", args.steps), os.path.join(args.workdir, "nar")
     )
     h1 = os.path.join(args.workdir, "hybrid_stage1")
-    _stage("hybrid stage 1 (joint, lambda = step/T)", config("hybrid", s1), h1)
-    runs["hybrid"] = _stage(
-        "hybrid stage 2 (AR decoder alone; encoder and NAR frozen)",
+    common.train_stage(
+        "hybrid stage 1 (joint, lambda = step/T): mode hybrid", config("hybrid", s1), h1
+    )
+    runs["hybrid"] = common.train_stage(
+        "hybrid stage 2 (AR decoder alone; encoder and NAR frozen): mode hybrid",
         config(
             "hybrid",
             args.stage2_steps,
@@ -244,7 +186,7 @@ def main(argv=None) -> int:
     test = task.source("test")
     keep = task.kept_indices("test")[: args.test_spectra]
     examples = [test[int(i)] for i in keep]
-    truth = [tdenovo._text(e["peptide"]) for e in examples]
+    truth = [features.text_field(e["peptide"]) for e in examples]
     evals = {
         "AR beam": ("AR (Casanovo-like)", "ar"),
         "NAR CTC beam": ("NAR (PrimeNovo-like)", "nar"),
@@ -254,7 +196,7 @@ def main(argv=None) -> int:
     results, predictions = {}, {}
     for label, (run, decoder) in evals.items():
         t, params = runs[run]
-        seq = tdenovo.Sequencer(
+        seq = Sequencer(
             t.model.config,
             jax.device_get(params),
             t.residues,
@@ -265,7 +207,7 @@ def main(argv=None) -> int:
         preds = seq.predict_all(examples, decoder, batch_size=64)
         seconds = time.time() - start
         predictions[label] = preds
-        m = pmetrics.evaluate(truth, [p.peptide for p in preds])
+        m = evaluate(truth, [p.peptide for p in preds])
         m["spectra_per_s"] = len(examples) / seconds
         m["matches_precursor"] = float(np.mean([p.matches_precursor for p in preds]))
         results[label] = m
@@ -283,9 +225,7 @@ def main(argv=None) -> int:
     hybrid = predictions["hybrid (AR beam on NAR states)"]
     out = os.path.join(args.workdir, "hybrid_test.mztab")
     psms = [
-        tdenovo.to_psm(_as_spectrum(e, i), p)
-        for i, (e, p) in enumerate(zip(examples, hybrid))
-        if p.peptide
+        to_psm(_as_spectrum(e, i), p) for i, (e, p) in enumerate(zip(examples, hybrid)) if p.peptide
     ]
     mztab.write_mztab(
         out, psms, residues=task.residues, metadata={"mode": "hybrid", "beam": args.beam}
@@ -294,7 +234,7 @@ def main(argv=None) -> int:
     png = os.path.join(args.workdir, "annotated_spectrum.png")
     if hybrid[best].peptide:
         annotate_png(
-            png, examples[best], hybrid[best].peptide, tdenovo._text(examples[best]["title"])
+            png, examples[best], hybrid[best].peptide, features.text_field(examples[best]["title"])
         )
     print(f"\nmzTab: {out} ({len(psms)} PSMs)\nannotated spectrum: {png}")
     print(f"  true {truth[best]}\n  pred {hybrid[best].peptide}")
@@ -305,24 +245,18 @@ def main(argv=None) -> int:
 
 
 def _as_spectrum(example: dict, index: int):
-    """A stored example as a zoo.data.spectra.Spectrum (for the mzTab writer)."""
-    import numpy as np
-
-    from zoo.data import spectra
-    from zoo.tasks.denovo import _text
-
+    """A stored example as a zoo.peptide.spectra.Spectrum (for the mzTab writer)."""
     return spectra.Spectrum(
         mz=np.asarray(example["mz"], np.float64),
         intensity=np.asarray(example["intensity"], np.float64),
         precursor_mz=float(example["precursor_mz"]),
         precursor_charge=int(example["precursor_charge"]),
-        peptide=_text(example["peptide"]),
-        title=_text(example["title"]),
+        peptide=features.text_field(example["peptide"]),
+        title=features.text_field(example["title"]),
         index=index,
         source="simulated_test",
     )
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

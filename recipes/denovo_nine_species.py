@@ -24,6 +24,7 @@ Variants:
       --out yeast.mztab --mode hybrid --beam 5
 """
 
+import common
 import ml_collections
 
 SPECIES = (
@@ -59,77 +60,39 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "denovo"
-    c.task.dataset = "mgf"
+    c.task = common.denovo_task(dataset="mgf", max_peaks=150)  # Casanovo's n_peaks
     c.task.dataset_name = "nine_species"  # TFDS config name prefix
-    c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS dataset is written
     c.task.manual_dir = "~/data/nine_species"  # the benchmark's MGF files (see docstring)
     c.task.test_species = "yeast"  # held out
     c.task.splits = ml_collections.ConfigDict(species_splits("yeast"))  # set from test_species
-    c.task.max_peaks = 150  # Casanovo's n_peaks
-    c.task.stage = "joint"  # "joint" | "ar" (stage 2)
-    c.task.anneal = True  # lambda = step / anneal_steps
-    c.task.anneal_steps = 0  # 0 = train.num_steps
-    c.task.ar_weight = 0.5  # without annealing
-    c.task.label_smoothing = 0.01
-
-    c.model = ml_collections.ConfigDict()  # zoo.models.peptide.PeptideConfig
-    c.model.mode = "hybrid"
-    c.model.n_residues = 27
-    c.model.d_model = 512
-    c.model.n_heads = 8
-    c.model.d_ff = 1024
-    c.model.encoder_layers = 9
-    c.model.ar_layers = 9
-    c.model.nar_layers = 9
-    c.model.dropout = 0.0
-    c.model.max_charge = 10
-    c.model.nar_slots = 40
-    c.model.max_peptide_len = 100
-    c.model.reverse = True
-    c.model.dtype = "bfloat16"
-
+    # Casanovo-sized encoder and AR decoder, PrimeNovo-sized NAR decoder.
+    c.model = common.peptide_model(
+        d_model=512,
+        n_heads=8,
+        d_ff=1024,
+        layers=9,
+        max_charge=10,
+        nar_slots=40,
+        max_peptide_len=100,
+        dtype="bfloat16",
+    )
     c.data = ml_collections.ConfigDict()
     c.data.mode = "pad"  # spectra batch at fixed shapes (max_peaks, max_peptide_len)
-    c.data.global_batch_size = 256
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 5e-4  # CrossNovo: AdamW 5e-4, cosine
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 10_000
-    c.optim.end_learning_rate_ratio = 0.0
-    c.optim.power = 1.0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 1e-5
-    c.optim.clip_norm = 1.0
-    c.optim.grad_accum_steps = 1
-    c.optim.frozen = ()
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 300_000
-    c.train.log_every = 100
-    c.train.progress_bar = True
-    c.train.init_from = ""  # e.g. a `zoo convert casanovo` dir ...
-    c.train.init_from_patterns = ()  # ... with ("^encoder_", "^ar_") to warm-start the hybrid
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.split = "validation"
-    c.eval.every_steps = 10_000
-    c.eval.num_batches = 50
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 5_000
-    c.checkpoint.keep_last = 3
-    c.checkpoint.keep_every = 50_000
-    c.checkpoint.async_save = True
+    c.data.global_batch_size = 256  # spectra per step over all devices
+    c.mesh = common.mesh()
+    c.optim = common.optim(  # CrossNovo: AdamW 5e-4, cosine
+        learning_rate=5e-4,
+        warmup_steps=10_000,
+        end_learning_rate_ratio=0.0,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=1e-5,
+    )
+    # init_from: e.g. a `zoo convert casanovo` dir, with init_from_patterns
+    # ("^encoder_", "^ar_") to warm-start the hybrid's encoder and AR decoder.
+    c.train = common.train(num_steps=300_000, log_every=100)
+    c.eval = common.evaluation(every_steps=10_000, num_batches=50)
+    c.checkpoint = common.checkpoint(every_steps=5_000, keep_every=50_000)
 
     if variant == "tiny":
         c.task.max_peaks = 32

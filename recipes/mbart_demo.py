@@ -22,7 +22,13 @@ import os
 import sys
 import time
 
+import common
 import ml_collections
+
+from zoo.mbart import gettext
+from zoo.mbart.metrics import corpus_scores
+from zoo.mbart.tokenizer import train_sentencepiece
+from zoo.mbart.translate import TranslateOptions, translate
 
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
@@ -30,82 +36,43 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
         raise ValueError(f"mbart_demo variant {variant!r}; use tiny or demo")
     c = ml_collections.ConfigDict()
     c.seed = 0
-
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "translation"  # translation | csr | denoising
-    c.task.spm_model = ""  # sentencepiece model (zoo.data.tokenizer.train_sentencepiece)
-    c.task.tokenizer_style = "cc25"  # cc25: `X </s> [lang]`; mbart50: `[lang] X </s>`
-    c.task.src_lang = "en_XX"  # mBART language codes
-    c.task.tgt_lang = "de_DE"
-    c.task.src_text_lang = "en"  # gettext catalog languages (en = the msgid)
-    c.task.tgt_text_lang = "de"
-    c.task.corpus = "gettext"  # "gettext" | "tfds:NAME" (needs the tfds-catalog extra)
-    c.task.locale_dir = "/usr/share/locale"
-    c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS gettext dataset is written
-    c.task.label_smoothing = 0.1
-    c.task.lexicon = ""  # csr: MUSE-style `src tgt` file; "" = induce from the train pairs
-    c.task.lexicon_reverse = ""  # csr: tgt->src file (default: the same file)
-    c.task.lexicon_k = 3  # csr: candidates per dictionary entry
-    c.task.noise_ratio = 0.35  # csr/denoising: share of words switched / masked
-    c.task.noise_epochs = 3  # csr/denoising: distinct noisings before they repeat
-
-    c.model = ml_collections.ConfigDict()  # fields of zoo.models.mbart.MBartConfig
-    c.model.vocab_size = 0  # 0 = the tokenizer's vocabulary size
-    c.model.d_model = 128
-    c.model.num_heads = 4
-    c.model.mlp_dim = 512
-    c.model.encoder_layers = 2
-    c.model.decoder_layers = 2
-    c.model.max_length = 96  # rows of the position tables (+2, mBART's offset)
-    c.model.activation = "gelu"
-    c.model.dropout = 0.1
-    c.model.attention_dropout = 0.0
-    c.model.activation_dropout = 0.0
-    c.model.dtype = "float32"
-    c.model.remat = "none"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.mode = "bucket"
-    c.data.global_batch_size = 64
-    c.data.max_length = 128
-    c.data.tokens_per_batch = 2048
-    c.data.bucket_boundaries = (16, 32, 64)
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 3e-3  # a short CPU run: high peak, short warmup (pre-LN is stable)
-    c.optim.schedule = "inverse_sqrt"
-    c.optim.warmup_steps = 100
-    c.optim.end_learning_rate_ratio = 0.0
-    c.optim.power = 1.0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.98
-    c.optim.eps = 1e-6
-    c.optim.weight_decay = 0.0
-    c.optim.clip_norm = 1.0
-    c.optim.grad_accum_steps = 1
-    c.optim.frozen = ()
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 900
-    c.train.log_every = 50
-    c.train.progress_bar = True
-    c.train.init_from = ""  # e.g. the CSR stage-1 workdir (params only, optimizer reset)
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.split = "validation"
-    c.eval.every_steps = 500
-    c.eval.num_batches = 0
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 500
-    c.checkpoint.keep_last = 2
-    c.checkpoint.keep_every = 0
-    c.checkpoint.async_save = True
+    c.task = common.mbart_text_task(
+        name="translation",
+        spm_model="",  # set by the driver (a model trained with `zoo spm` on the train pairs)
+        src_lang="en_XX",
+        tgt_lang="de_DE",
+        src_text_lang="en",
+        tgt_text_lang="de",
+    )
+    c.model = common.mbart_model(
+        vocab_size=0,
+        d_model=128,
+        num_heads=4,
+        mlp_dim=512,
+        layers=2,
+        max_length=96,
+        dropout=0.1,
+    )
+    c.data = common.batching(
+        mode="bucket",
+        global_batch_size=64,
+        max_length=128,
+        tokens_per_batch=2048,
+        bucket_boundaries=(16, 32, 64),
+    )
+    c.mesh = common.mesh()
+    # A short CPU run: high peak, short warmup (pre-LN is stable).
+    c.optim = common.optim(
+        learning_rate=3e-3,
+        schedule="inverse_sqrt",
+        warmup_steps=100,
+        end_learning_rate_ratio=0.0,
+        eps=1e-6,
+        weight_decay=0.0,
+    )
+    c.train = common.train(num_steps=900)  # init_from: e.g. the CSR stage-1 workdir
+    c.eval = common.evaluation(every_steps=500)
+    c.checkpoint = common.checkpoint(every_steps=500, keep_last=2)
 
     if variant == "tiny":
         c.model.d_model = 16
@@ -130,16 +97,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------- the demo
 
 
-def _stage(name: str, config, workdir: str):
-    from zoo import tasks
-    from zoo.train import loop
-
-    print(f"\n=== {name}: {config.task.name}, {config.train.num_steps} steps -> {workdir}")
-    task = tasks.get_task(config)
-    summary = loop.train(config, workdir, task)
-    return task, summary["state"].params
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="mBART demo: translation vs CSR + translation")
     ap.add_argument("--workdir", default="runs/mbart_demo")
@@ -152,16 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="demo", help="model/data config: demo, or tiny (tests)")
     args = ap.parse_args(argv)
 
-    import jax
-
-    from zoo.data import gettext
-
     # The baseline and CSR stage 2 train and translate with the same shapes: a persistent
     # compilation cache lets the second model reuse the first one's executables.
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from zoo.data import tokenizer as ztok
-    from zoo.metrics import translation as mt_metrics
+    common.use_compilation_cache(args.workdir)
 
     t0 = time.time()
     os.makedirs(args.workdir, exist_ok=True)
@@ -180,7 +130,7 @@ def main(argv=None) -> int:
 
     spm_prefix = os.path.join(args.workdir, "spm")
     if not os.path.exists(spm_prefix + ".model"):
-        ztok.train_sentencepiece(
+        train_sentencepiece(
             spm_prefix, args.vocab_size, sentences=[s for p in pairs["train"] for s in p]
         )
     print(f"sentencepiece model: {spm_prefix}.model ({args.vocab_size} pieces)")
@@ -200,11 +150,13 @@ def main(argv=None) -> int:
     total = args.mt_steps
     runs = {}
     mt_dir = os.path.join(args.workdir, "translation")
-    runs["translation only"] = _stage("baseline", config("translation", total), mt_dir)
+    runs["translation only"] = common.train_stage(
+        "baseline: translation", config("translation", total), mt_dir
+    )
     csr_dir = os.path.join(args.workdir, "csr_stage1")
-    _stage("CSR stage 1", config("csr", args.csr_steps), csr_dir)
-    runs["CSR + translation"] = _stage(
-        "CSR stage 2",
+    common.train_stage("CSR stage 1: csr", config("csr", args.csr_steps), csr_dir)
+    runs["CSR + translation"] = common.train_stage(
+        "CSR stage 2: translation",
         config("translation", total - args.csr_steps, csr_dir),
         os.path.join(args.workdir, "csr_translation"),
     )
@@ -213,8 +165,16 @@ def main(argv=None) -> int:
     references = [r for _, r in pairs["test"][: args.test_sentences]]
     results = {}
     for name, (task, params) in runs.items():
-        hyps = task.translate(params, sources, beam_size=args.beam)
-        results[name] = {**mt_metrics.corpus_scores(hyps, references), "samples": hyps[:3]}
+        hyps = translate(
+            task.model,
+            params,
+            task.tokenizer(),
+            sources,
+            src_lang=task.config.task.src_lang,
+            tgt_lang=task.config.task.tgt_lang,
+            options=TranslateOptions(beam=args.beam),
+        )
+        results[name] = {**corpus_scores(hyps, references), "samples": hyps[:3]}
     print(
         f"\n=== test split, first {len(sources)} sentences, beam {args.beam} "
         f"(total {total} updates each; {time.time() - t0:.0f} s so far)"
@@ -232,5 +192,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

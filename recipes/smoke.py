@@ -10,6 +10,7 @@ compiling against TPU slices).
   zoo compile --config recipes/smoke.py:full --topology v5e:2x4
 """
 
+import common
 import ml_collections
 
 
@@ -29,7 +30,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.num_validation = 512
     c.task.label_smoothing = 0.0  # fairseq-style epsilon
 
-    c.model = ml_collections.ConfigDict()  # fields of zoo.models.transformer.TransformerConfig
+    c.model = ml_collections.ConfigDict()  # fields of zoo.nn.encoder_decoder.TransformerConfig
     c.model.vocab_size = 32
     c.model.d_model = 64
     c.model.num_heads = 4
@@ -49,49 +50,19 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype ("bfloat16" for mixed precision)
     c.model.remat = "none"  # "none" | "full" | a jax.checkpoint_policies name
 
-    c.data = ml_collections.ConfigDict()
-    c.data.mode = "bucket"  # "pad" | "bucket" (≈constant tokens/batch) | "pack"
-    c.data.global_batch_size = 64  # pad/pack: sequences per step over all devices
-    c.data.max_length = 16  # pad/pack: padded/packed length (EOS included)
-    c.data.tokens_per_batch = 1024  # bucket: padded tokens per step over all devices
-    c.data.bucket_boundaries = (8, 16)  # bucket: upper length bounds
+    c.data = common.batching(
+        mode="bucket",
+        global_batch_size=64,
+        max_length=16,
+        tokens_per_batch=1024,
+        bucket_boundaries=(8, 16),
+    )
 
-    c.mesh = ml_collections.ConfigDict()  # -1 = fill with the remaining devices
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 2e-3  # peak
-    c.optim.schedule = "cosine"  # constant | cosine | linear | polynomial | inverse_sqrt
-    c.optim.warmup_steps = 50
-    c.optim.end_learning_rate_ratio = 0.05  # final lr / peak (cosine, linear, polynomial)
-    c.optim.power = 1.0  # polynomial decay power
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.98
-    c.optim.eps = 1e-9
-    c.optim.weight_decay = 0.01
-    c.optim.clip_norm = 1.0  # global-norm clipping; 0 disables
-    c.optim.grad_accum_steps = 1  # microbatches per step (same result, less memory)
-    c.optim.frozen = ()  # regexes of parameter paths that do not train
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 800
-    c.train.log_every = 20  # metrics.jsonl / TensorBoard interval (steps)
-    c.train.progress_bar = True
-    c.train.init_from = ""  # start from these params (model dir or workdir), fresh optimizer
-    c.train.init_from_patterns = ()  # only these params (regexes) from init_from; () = all
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.split = "validation"
-    c.eval.every_steps = 200  # and at the last step; 0 = never
-    c.eval.num_batches = 0  # 0 = the whole split
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 200  # also saved at the last step and on SIGTERM
-    c.checkpoint.keep_last = 3  # 0 = keep all
-    c.checkpoint.keep_every = 0  # also keep every K-th step forever; 0 = off
-    c.checkpoint.async_save = True  # write in the background while training continues
+    c.mesh = common.mesh()
+    c.optim = common.optim(learning_rate=2e-3, warmup_steps=50)
+    c.train = common.train(num_steps=800, log_every=20)
+    c.eval = common.evaluation(every_steps=200)
+    c.checkpoint = common.checkpoint(every_steps=200)
 
     if variant == "tiny":
         c.task.num_train = 2_000

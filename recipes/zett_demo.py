@@ -25,7 +25,18 @@ import os
 import sys
 import time
 
+import common
 import ml_collections
+
+from zoo import tasks
+from zoo.io import modeldir
+from zoo.mbart.corpus import DATA_KEYS
+from zoo.mbart.metrics import corpus_scores, heldout_loss
+from zoo.mbart.tasks import TranslationTask, translation_config
+from zoo.mbart.tokenizer import train_sentencepiece
+from zoo.mbart.translate import TranslateOptions, translate
+from zoo.train import loop
+from zoo.zett.transfer import METHODS, transfer
 
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
@@ -40,9 +51,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.src_lang = "en_XX"  # the base model's translation direction (its own loss)
     c.task.tgt_lang = "de_DE"
     c.task.corpus = "gettext"  # text the tokenizers are sampled from and the loss runs on
-    c.task.locale_dir = "/usr/share/locale"
-    c.task.data_dir = "~/.cache/zoo/tfds"
-    c.task.src_text_lang = "en"
+    c.task.locale_dir = "/usr/share/locale"  # corpus=gettext: the catalogs
+    c.task.data_dir = "~/.cache/zoo/tfds"  # where the TFDS dataset is written
+    c.task.src_text_lang = "en"  # the corpus's language keys (gettext: en = the msgid)
     c.task.tgt_text_lang = "de"
     c.task.target_tokenizer = ""  # "" = sample a tokenizer every step; a path = fixed target
     c.task.sample_vocab_size = 2000  # sentencepiece pieces of each sampled UnigramLM tokenizer
@@ -54,7 +65,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.identity_tokens = 1024  # source tokens per warm-up step (ZeTT: 16384)
     c.task.anchor_tokens = 2048  # source tokens the output scalers are fitted on
 
-    c.model = ml_collections.ConfigDict()  # zoo.models.zett.HypernetConfig (sizes from the base)
+    c.model = ml_collections.ConfigDict()  # zoo.zett.hypernet.HypernetConfig (sizes: the base's)
     c.model.hidden_dim = 0  # 0 = the base model's d_model
     c.model.num_layers = 3
     c.model.num_heads = 0  # 0 = hidden // 64
@@ -68,41 +79,19 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.data.global_batch_size = 32
     c.data.max_length = 64  # tokens per side (longer sentences are truncated)
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 1e-3  # ZeTT: 3e-4 warm-up then 6e-5 over 200k steps; short run here
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 30
-    c.optim.end_learning_rate_ratio = 0.1
-    c.optim.power = 1.0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.95
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.01
-    c.optim.clip_norm = 1.0
-    c.optim.grad_accum_steps = 1
-    c.optim.frozen = ("^base/", "scaler")  # the base model and the fitted scalers never train
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 200
-    c.train.log_every = 50
-    c.train.progress_bar = True
-    c.train.init_from = ""
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.split = "validation"
-    c.eval.every_steps = 200
-    c.eval.num_batches = 8
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 200
-    c.checkpoint.keep_last = 1
-    c.checkpoint.keep_every = 0
-    c.checkpoint.async_save = False
+    c.mesh = common.mesh()
+    # ZeTT: 3e-4 warm-up then 6e-5 over 200k steps; a short run here.
+    c.optim = common.optim(
+        learning_rate=1e-3,
+        warmup_steps=30,
+        end_learning_rate_ratio=0.1,
+        b2=0.95,
+        eps=1e-8,
+        frozen=("^base/", "scaler"),  # the base model and the fitted scalers never train
+    )
+    c.train = common.train(num_steps=200)
+    c.eval = common.evaluation(every_steps=200, num_batches=8)
+    c.checkpoint = common.checkpoint(every_steps=200, keep_last=1, async_save=False)
 
     if variant == "tiny":
         c.task.sample_vocab_size = 300
@@ -137,18 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
     args = ap.parse_args(argv)
 
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from zoo.commands import translation_config
-    from zoo.data import tokenizer as ztok
-    from zoo.metrics import translation as mt_metrics
-    from zoo.pretrained import modeldir
-    from zoo.tasks import get_task
-    from zoo.tasks import tokenizer_transfer as tt
-    from zoo.train import loop
-
+    common.use_compilation_cache(args.workdir)
     t0 = time.time()
     if not os.path.exists(os.path.join(args.base, "config.json")) and not os.path.exists(
         os.path.join(args.base, "model.json")
@@ -164,15 +142,13 @@ def main(argv=None) -> int:
     c.task.data_dir = os.path.join(args.workdir, "tfds")
     c.train.num_steps = args.steps
     c.eval.every_steps = args.steps
-    task = get_task(c)
+    task = tasks.get_task(c)
     pairs = {s: task.base_task.text_pairs(s) for s in ("train", "test")}
 
     # The new tokenizer: German only, trained on the German side of the training pairs.
     de_prefix = os.path.join(args.workdir, "de_spm")
     if not os.path.exists(de_prefix + ".model"):
-        ztok.train_sentencepiece(
-            de_prefix, args.vocab_size, sentences=[d for _, d in pairs["train"]]
-        )
+        train_sentencepiece(de_prefix, args.vocab_size, sentences=[d for _, d in pairs["train"]])
 
     print(f"\n=== hypernetwork: {args.steps} steps, a sampled tokenizer per step")
     hn_dir = os.path.join(args.workdir, "hypernet")
@@ -180,20 +156,18 @@ def main(argv=None) -> int:
     print(f"(hypernetwork trained; {time.time() - t0:.0f} s so far)")
 
     models = {"original": args.base}
-    for method in tt.METHODS:
+    for method in METHODS:
         out = os.path.join(args.workdir, f"mbart_de_{method}")
         if not os.path.exists(os.path.join(out, "model.json")):
-            tt.transfer_checkpoint(
-                args.base, de_prefix + ".model", out, method=method, hypernet_dir=hn_dir
-            )
+            transfer(args.base, de_prefix + ".model", out, method=method, hypernet_dir=hn_dir)
         models[method] = out
 
     test = pairs["test"][: args.test_sentences]
     sources, references = [s for s, _ in test], [r for _, r in test]
     results = {}
     for name, path in models.items():
-        mt = get_task(translation_config(path, c.task.src_lang, c.task.tgt_lang))
-        for key in tt.DATA_KEYS:
+        mt = TranslationTask(translation_config(path, c.task.src_lang, c.task.tgt_lang))
+        for key in DATA_KEYS:
             mt.config.task[key] = c.task[key]
         params = modeldir.load_params(path)
         tok = mt.tokenizer()
@@ -204,9 +178,17 @@ def main(argv=None) -> int:
                 ("de", references, c.task.tgt_lang),
             )
         }
-        loss = tt.heldout_loss(mt, params, test)
-        hyps = mt.translate(params, sources, beam_size=args.beam)
-        scores = mt_metrics.corpus_scores(hyps, references)
+        loss = heldout_loss(mt, params, test)
+        hyps = translate(
+            mt.model,
+            params,
+            tok,
+            sources,
+            src_lang=c.task.src_lang,
+            tgt_lang=c.task.tgt_lang,
+            options=TranslateOptions(beam=args.beam),
+        )
+        scores = corpus_scores(hyps, references)
         results[name] = {**lengths, **loss, "chrf": scores["chrf"], "bleu": scores["bleu"]}
     print(
         f"\n=== test split, first {len(test)} pairs, en->de, beam {args.beam} "
@@ -228,5 +210,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

@@ -2,7 +2,8 @@
 
 import pytest
 
-from zoo.data import BatchingConfig, load_source, reverse_builder
+from zoo.data import BatchingConfig, load_source
+from zoo.smoke.data import reverse_builder
 
 VOCAB_SIZE = 16
 MIN_LENGTH = 2

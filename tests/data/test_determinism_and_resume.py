@@ -137,7 +137,7 @@ def test_lengths_of_the_wrong_shape_are_refused(train_source, batching):
 
 
 def test_scan_shared_wants_rows_of_columns():
-    from zoo.tasks.base import scan_shared
+    from zoo.train.task import scan_shared
 
     with pytest.raises(ValueError, match=r"scan must return \[examples, K\] rows"):
         scan_shared(10, lambda rows: np.zeros(len(rows)), process_index=0, process_count=2)

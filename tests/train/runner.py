@@ -108,7 +108,7 @@ def load_params(workdir, step: int) -> dict[str, np.ndarray]:
     """Parameters saved at `step`, flattened to 'a/b/c' -> array (read with orbax)."""
     from flax import traverse_util
 
-    from zoo.pretrained import modeldir
+    from zoo.io import modeldir
 
     tree = modeldir.restore_numpy(Path(workdir).resolve() / "checkpoints" / str(step) / "state")
     return {

@@ -93,9 +93,9 @@ def test_compile_smoke_recipe_for_tpu_topology(topology, tmp_path):
 
 @needs_libtpu
 def test_compile_reports_when_a_recipe_does_not_fit():
-    from zoo import config as zconfig
     from zoo import tasks
     from zoo.train import aot
+    from zoo.train import config as zconfig
 
     c = zconfig.load("recipes/smoke.py:tiny")
     # ~2.1 B replicated parameters plus Adam moments cannot fit in a v5e chip's 16 GiB.

@@ -8,12 +8,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from zoo import config as zconfig
 from zoo import tasks
-from zoo.tasks.losses import label_smoothed_cross_entropy
+from zoo.train import config as zconfig
 from zoo.train import mesh as zmesh
 from zoo.train import optim as zoptim
 from zoo.train import step as zstep
+from zoo.train.losses import label_smoothed_cross_entropy
 
 
 def tiny_config(tfds_dir, **overrides):

@@ -1,4 +1,9 @@
-"""Data layer: TFDS sources and grain pipelines (pad / bucket / pack batching)."""
+"""Generic data: grain pipelines, batch plans (pad / bucket / pack), sources, prefetching.
+
+Part of the core: nothing here knows a model family. A family's datasets (text corpora,
+spectra, simulated data) live in its folder and hand this layer random-access sources of
+examples; `make_dataset` batches them with deterministic, per-process, resumable plans.
+"""
 
 from zoo.data.pipeline import (
     BatchingConfig,
@@ -6,73 +11,19 @@ from zoo.data.pipeline import (
     bucket_batch_sizes,
     dropped_examples,
     make_dataset,
+    make_fixed_dataset,
     required_multiple,
 )
-from zoo.data.synthetic import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    ReverseConfig,
-    ReverseSequence,
-    load_source,
-    reverse_builder,
-)
+from zoo.data.sources import load_source, scan_shared
 
 __all__ = [
-    "BOS_ID",
-    "EOS_ID",
-    "PAD_ID",
     "BatchingConfig",
     "DataStats",
-    "ReverseConfig",
-    "ReverseSequence",
     "bucket_batch_sizes",
     "dropped_examples",
     "load_source",
     "make_dataset",
+    "make_fixed_dataset",
     "required_multiple",
-    "reverse_builder",
-]
-
-from zoo.data.gettext import GettextConfig, GettextParallel, gettext_builder, gettext_stats  # noqa: E402
-from zoo.data.tokenizer import (  # noqa: E402
-    CC25_LANGUAGES,
-    MBART50_LANGUAGES,
-    MBartTokenizer,
-    shift_tokens_right,
-    train_sentencepiece,
-)
-
-__all__ += [
-    "CC25_LANGUAGES",
-    "MBART50_LANGUAGES",
-    "GettextConfig",
-    "GettextParallel",
-    "MBartTokenizer",
-    "gettext_builder",
-    "gettext_stats",
-    "shift_tokens_right",
-    "train_sentencepiece",
-]
-
-from zoo.data.lexicon import Lexicon, from_muse_file, induce_from_parallel  # noqa: E402
-from zoo.data.noising import (  # noqa: E402
-    code_switch,
-    csr_example,
-    denoise,
-    example_rng,
-    permute_sentences,
-    word_start_table,
-)
-
-__all__ += [
-    "Lexicon",
-    "code_switch",
-    "csr_example",
-    "denoise",
-    "example_rng",
-    "from_muse_file",
-    "induce_from_parallel",
-    "permute_sentences",
-    "word_start_table",
+    "scan_shared",
 ]

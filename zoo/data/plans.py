@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.synthetic import PAD_ID
-
 Row = tuple[int, ...]
 
 # Examples are read in chunks when measuring lengths: one batched read per chunk is much
@@ -48,7 +46,7 @@ def feature_lengths(
     """Length of every feature of each example in `rows` (default: all): [len(rows), F] int64.
 
     Reads those examples once. A multi-process run gives each process its block of rows and
-    exchanges the results (zoo.tasks.base.scan_shared), so no process reads the whole source.
+    exchanges the results (zoo.data.sources.scan_shared), so no process reads the whole source.
     """
     rows = range(len(source)) if rows is None else rows
     lengths = np.zeros((len(rows), len(features)), dtype=np.int64)
@@ -146,7 +144,7 @@ def collate(
     features: Sequence[str],
     *,
     packed: bool,
-    pad_id: int = PAD_ID,
+    pad_id: int = 0,
 ) -> dict[str, np.ndarray]:
     """Reads and lays out the examples of `rows`.
 

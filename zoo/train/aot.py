@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import topologies
 
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
@@ -26,11 +27,10 @@ class TpuUnavailableError(RuntimeError):
 
 def tpu_topology(name: str):
     """'v5e:2x4' -> a TopologyDescription (needs libtpu, not a TPU)."""
-    try:
+    try:  # optional (the `tpu` extra): only `zoo compile` needs it
         import libtpu  # noqa: F401
     except ImportError as e:
         raise TpuUnavailableError("zoo compile needs libtpu: pip install -e '.[tpu]'") from e
-    from jax.experimental import topologies
 
     chip = name.split(":")[0].lower()
     if chip not in zmetrics.HBM_BYTES:

@@ -18,11 +18,18 @@ import threading
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
-from zoo.paths import as_path
+from zoo.io.paths import as_path
 from zoo.train.step import TrainState
+
+try:  # a private module: a JAX without it makes PreemptionWatcher fall back to an allgather
+    from jax._src import distributed as _jax_distributed
+except ImportError:
+    _jax_distributed = None
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: saved after SIGTERM; rerun the same command to resume
 
@@ -60,12 +67,8 @@ class PreemptionWatcher:
         """Whether to save and stop after `step` (call once per step, on every process)."""
         if jax.process_count() == 1:
             return self._event.is_set()
-        from jax.experimental import multihost_utils
-
         if self._sync:
             return multihost_utils.reached_preemption_sync_point(step)
-        import numpy as np
-
         flag = np.array(self._event.is_set())
         return bool(multihost_utils.process_allgather(flag).any())
 
@@ -73,11 +76,9 @@ class PreemptionWatcher:
 def _preemption_sync_manager():
     """jax.distributed's preemption sync manager, or None (not initialised, or a JAX without
     it: the watcher then falls back to a per-step allgather)."""
-    try:
-        from jax._src import distributed
-    except ImportError:
+    if _jax_distributed is None:
         return None
-    return getattr(distributed.global_state, "preemption_sync_manager", None)
+    return getattr(_jax_distributed.global_state, "preemption_sync_manager", None)
 
 
 def signature(abstract_state: TrainState) -> dict[str, str]:

@@ -16,8 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
-from zoo.pretrained import modeldir
+from zoo.io import modeldir
 from zoo.train import checkpoint as zckpt
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
@@ -174,8 +175,6 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     if is_main:  # generate/prepare once, then everyone reads
         task.prepare_data()
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("zoo: data prepared")
     train_iter = iter(
         task.dataset(

@@ -11,8 +11,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
-from zoo.paths import as_path, is_remote
+from zoo.io.paths import as_path, is_remote
 
 # Dense peak FLOP/s per device (chip) for the compute dtype, from vendor spec sheets.
 # TPU figures are bf16 (f32 matmuls run through bf16 passes on the MXU; we use the
@@ -89,8 +91,6 @@ class MetricsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.remote and self.path.exists():  # a resumed run keeps its earlier rows
                 self._text = self.path.read_text()
-            from tensorboardX import SummaryWriter
-
             self._tb = SummaryWriter(os.path.join(str(workdir), "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -119,8 +119,6 @@ class MetricsWriter:
 
 def progress_bar(total: int, initial: int, enabled: bool):
     """A live bar with ETA on stderr (tqdm); silent on processes other than 0."""
-    from tqdm import tqdm
-
     return tqdm(
         total=total,
         initial=initial,

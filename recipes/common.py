@@ -1,0 +1,262 @@
+"""The blocks every recipe shares, each knob with its comment (as big_vision's configs/common.py).
+
+A recipe builds its config from these blocks, passes what differs as arguments, and sets the
+few keys its variants change; `zoo train --config R --print-config` shows the result. The
+loop's blocks (mesh, optim, train, eval, checkpoint) come first, then the families' task and
+model blocks, then what the multi-stage demo drivers share.
+
+Recipes import this file as `common`: `zoo train` puts the recipe's folder on sys.path while
+it loads the recipe, and `python recipes/X.py` runs with that folder first on sys.path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def mesh(*, data: int = -1, fsdp: int = 1, tensor: int = 1) -> ConfigDict:
+    c = ConfigDict()  # the device mesh; -1 = fill with the remaining devices
+    c.data = data  # data parallelism: batch rows split, parameters replicated
+    c.fsdp = fsdp  # batch rows split and parameters / optimizer state sharded (ZeRO-3)
+    c.tensor = tensor  # tensor parallelism: heads, FFN and vocabulary split
+    return c
+
+
+def optim(
+    *,
+    learning_rate: float,
+    schedule: str = "cosine",
+    warmup_steps: int,
+    end_learning_rate_ratio: float = 0.05,
+    power: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.98,
+    eps: float = 1e-9,
+    weight_decay: float = 0.01,
+    clip_norm: float = 1.0,
+    grad_accum_steps: int = 1,
+    frozen: tuple[str, ...] = (),
+) -> ConfigDict:
+    c = ConfigDict()  # AdamW with a linear warmup (zoo.train.optim)
+    c.learning_rate = learning_rate  # peak, reached after warmup_steps
+    c.schedule = schedule  # constant | cosine | linear | polynomial | inverse_sqrt
+    c.warmup_steps = warmup_steps  # linear warmup from 0
+    c.end_learning_rate_ratio = end_learning_rate_ratio  # final lr / peak (cosine, linear, poly)
+    c.power = power  # polynomial decay power
+    c.b1 = b1  # Adam first-moment decay
+    c.b2 = b2  # Adam second-moment decay
+    c.eps = eps  # Adam epsilon
+    c.weight_decay = weight_decay  # decoupled; skips biases and norm scales (1-D parameters)
+    c.clip_norm = clip_norm  # global-norm gradient clipping; 0 disables
+    c.grad_accum_steps = grad_accum_steps  # microbatches per step (same result, less memory)
+    c.frozen = frozen  # regexes of '/'-joined parameter paths that do not train
+    return c
+
+
+def train(
+    *,
+    num_steps: int,
+    log_every: int = 50,
+    progress_bar: bool = True,
+    init_from: str = "",
+    init_from_patterns: tuple[str, ...] = (),
+) -> ConfigDict:
+    c = ConfigDict()
+    c.num_steps = num_steps  # optimizer steps of the run
+    c.log_every = log_every  # metrics.jsonl / TensorBoard interval (steps)
+    c.progress_bar = progress_bar  # a live bar with ETA on stderr (process 0)
+    c.init_from = init_from  # start from these params (model dir or workdir), fresh optimizer
+    c.init_from_patterns = init_from_patterns  # only these params (regexes) from init_from
+    return c
+
+
+def evaluation(*, every_steps: int, num_batches: int = 0, split: str = "validation") -> ConfigDict:
+    c = ConfigDict()
+    c.split = split  # the split evaluated
+    c.every_steps = every_steps  # and at the last step; 0 = never
+    c.num_batches = num_batches  # 0 = the whole split
+    return c
+
+
+def checkpoint(
+    *, every_steps: int, keep_last: int = 3, keep_every: int = 0, async_save: bool = True
+) -> ConfigDict:
+    c = ConfigDict()
+    c.every_steps = every_steps  # also saved at the last step and on SIGTERM
+    c.keep_last = keep_last  # 0 = keep all
+    c.keep_every = keep_every  # also keep every K-th step forever; 0 = off
+    c.async_save = async_save  # write in the background while training continues
+    return c
+
+
+def batching(
+    *,
+    mode: str,
+    global_batch_size: int,
+    max_length: int,
+    tokens_per_batch: int,
+    bucket_boundaries: tuple[int, ...],
+) -> ConfigDict:
+    c = ConfigDict()  # how token sequences become batches (zoo.data.pipeline)
+    c.mode = mode  # "pad" | "bucket" (about constant tokens per batch) | "pack"
+    c.global_batch_size = global_batch_size  # pad/pack: sequences per step over all devices
+    c.max_length = max_length  # pad/pack: padded/packed length (EOS included)
+    c.tokens_per_batch = tokens_per_batch  # bucket: padded tokens per step over all devices
+    c.bucket_boundaries = bucket_boundaries  # bucket: upper length bounds
+    return c
+
+
+# ------------------------------------------------------------------------------ the families
+
+
+def mbart_text_task(
+    *,
+    name: str,
+    spm_model: str,
+    src_lang: str,
+    tgt_lang: str,
+    src_text_lang: str,
+    tgt_text_lang: str,
+    corpus: str = "gettext",
+    data_dir: str = "~/.cache/zoo/tfds",
+    label_smoothing: float = 0.1,
+) -> ConfigDict:
+    c = ConfigDict()  # zoo.mbart.tasks: translation | csr | denoising
+    c.name = name  # translation | csr | denoising
+    c.spm_model = spm_model  # sentencepiece model in mBART's id layout
+    c.tokenizer_style = "cc25"  # cc25: `X </s> [lang]`; mbart50: `[lang] X </s>`
+    c.src_lang = src_lang  # mBART language codes, e.g. en_XX
+    c.tgt_lang = tgt_lang
+    c.corpus = corpus  # "gettext" | "tfds:NAME" (needs the tfds-catalog extra and network)
+    c.src_text_lang = src_text_lang  # the corpus's language keys (gettext: en = the msgid)
+    c.tgt_text_lang = tgt_text_lang
+    c.locale_dir = "/usr/share/locale"  # corpus=gettext: the catalogs
+    c.data_dir = data_dir  # where the TFDS dataset is written
+    c.label_smoothing = label_smoothing  # fairseq's label_smoothed_cross_entropy epsilon
+    c.lexicon = ""  # csr: MUSE-style `src tgt` file; "" = induce from the train pairs (Dice)
+    c.lexicon_reverse = ""  # csr: tgt->src file (default: the same file)
+    c.lexicon_k = 3  # csr: candidates per dictionary entry
+    c.noise_ratio = 0.35  # csr/denoising: share of words switched / masked
+    c.noise_epochs = 3  # csr/denoising: distinct noisings before they repeat
+    return c
+
+
+def mbart_model(
+    *,
+    vocab_size: int,
+    d_model: int,
+    num_heads: int,
+    mlp_dim: int,
+    layers: int,
+    max_length: int,
+    dropout: float,
+    attention_dropout: float = 0.0,
+    dtype: str = "float32",
+    remat: str = "none",
+) -> ConfigDict:
+    c = ConfigDict()  # fields of zoo.mbart.model.MBartConfig
+    c.vocab_size = vocab_size  # 0 = the tokenizer's vocabulary size
+    c.d_model = d_model  # model width
+    c.num_heads = num_heads  # attention heads
+    c.mlp_dim = mlp_dim  # FFN hidden width
+    c.encoder_layers = layers
+    c.decoder_layers = layers
+    c.max_length = max_length  # rows of the position tables (+2, mBART's offset)
+    c.activation = "gelu"  # exact erf GELU (mBART); "relu" for fine-tuned mBART-50
+    c.dropout = dropout  # after embeddings, attention out-projections and the FFN
+    c.attention_dropout = attention_dropout  # on attention probabilities
+    c.activation_dropout = 0.0  # after the FFN activation
+    c.dtype = dtype  # compute dtype ("bfloat16" for mixed precision); params stay float32
+    c.remat = remat  # "none" | "full" | a jax.checkpoint_policies name
+    return c
+
+
+def denovo_task(
+    *,
+    dataset: str,
+    max_peaks: int,
+    data_dir: str = "~/.cache/zoo/tfds",
+    label_smoothing: float = 0.01,
+) -> ConfigDict:
+    c = ConfigDict()  # zoo.peptide.task: the hybrid AR/NAR objective
+    c.name = "denovo"
+    c.dataset = dataset  # "simulated" | "mgf" (a directory of annotated MGF files)
+    c.data_dir = data_dir  # where the TFDS dataset is written
+    c.max_peaks = max_peaks  # most intense peaks fed to the encoder (Casanovo keeps <= 150)
+    c.stage = "joint"  # "joint" | "ar" (stage 2: AR loss only; freeze via optim.frozen)
+    c.anneal = True  # hybrid: lambda = step / anneal_steps, else lambda = ar_weight
+    c.anneal_steps = 0  # 0 = train.num_steps
+    c.ar_weight = 0.5  # hybrid without annealing: weight of the AR loss
+    c.label_smoothing = label_smoothing  # Casanovo's train_label_smoothing
+    return c
+
+
+def peptide_model(
+    *,
+    d_model: int,
+    n_heads: int,
+    d_ff: int,
+    layers: int,
+    max_charge: int,
+    nar_slots: int,
+    max_peptide_len: int,
+    dtype: str = "float32",
+) -> ConfigDict:
+    c = ConfigDict()  # fields of zoo.peptide.model.PeptideConfig
+    c.mode = "hybrid"  # "ar" (Casanovo-like) | "nar" (PrimeNovo-like) | "hybrid" (CrossNovo)
+    c.n_residues = 27  # residue tokens: Casanovo's vocabulary
+    c.d_model = d_model  # width of every stack
+    c.n_heads = n_heads  # attention heads everywhere
+    c.d_ff = d_ff  # FFN hidden width
+    c.encoder_layers = layers  # spectrum encoder layers
+    c.ar_layers = layers  # AR decoder layers
+    c.nar_layers = layers  # NAR decoder layers
+    c.dropout = 0.0
+    c.max_charge = max_charge  # rows of the charge embeddings; charge c reads row c-1
+    c.nar_slots = nar_slots  # NAR decoder length: >= 2 x the longest peptide suffices for CTC
+    c.max_peptide_len = max_peptide_len  # residues + stop, decoded
+    c.reverse = True  # AR decodes C->N like Casanovo 5
+    c.dtype = dtype  # compute dtype; parameters and sinusoid phases stay float32
+    return c
+
+
+# ------------------------------------------------------------------------------ demo drivers
+
+
+def use_compilation_cache(workdir: str) -> None:
+    """A persistent XLA cache in workdir: stages with the same shapes reuse executables."""
+    import jax  # heavy: only the demo drivers need it, not get_config
+
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def with_overrides(c: ConfigDict, overrides: dict) -> ConfigDict:
+    """Sets dotted keys ("train.init_from": ...) in c; unknown keys are errors."""
+    for key, value in overrides.items():
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(f"{key} is not a key of this recipe's config")
+        node[leaf] = value
+    return c
+
+
+def train_stage(title: str, config: ConfigDict, workdir: str):
+    """Trains one stage of a demo through the loop -> (task, final params)."""
+    from zoo import tasks  # heavy: only the demo drivers need it, not get_config
+    from zoo.train import loop
+
+    print(f"\n=== {title}, {config.train.num_steps} steps -> {workdir}")
+    task = tasks.get_task(config)
+    summary = loop.train(config, workdir, task)
+    return task, summary["state"].params

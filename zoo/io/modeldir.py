@@ -1,0 +1,111 @@
+"""A zoo model directory: what `zoo convert` writes and `train.init_from` / `zoo translate` read.
+
+Layout of DIR:
+  model.json    {"family": "mbart", "config": {...model config...}, "tokenizer": {...}}
+  params/       orbax checkpoint of the parameter tree (float32)
+  <tokenizer files named in model.json, e.g. sentencepiece.bpe.model>
+
+A training workdir (WORKDIR/checkpoints/<step>/state) can stand in wherever
+only parameters are needed: its latest checkpoint's params are used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import traverse_util
+
+from zoo.io.paths import as_path
+
+
+def save(
+    out_dir: str,
+    *,
+    family: str,
+    config: dict,
+    params: Any,
+    tokenizer: dict | None = None,
+    files: dict[str, str] | None = None,
+) -> None:
+    """Writes DIR; `files` maps a name in DIR to a source path to copy (tokenizer files)."""
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(os.path.join(out_dir, "model.json")):
+        raise FileExistsError(f"{out_dir} already holds a model; choose another output directory")
+    os.makedirs(out_dir, exist_ok=True)
+    for name, src in (files or {}).items():
+        shutil.copyfile(src, os.path.join(out_dir, name))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(out_dir, "params"), jax.tree.map(np.asarray, params))
+    meta = {"family": family, "config": config, "tokenizer": tokenizer or {}}
+    with open(os.path.join(out_dir, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+
+
+def read_meta(path: str) -> dict:
+    return json.loads((as_path(path) / "model.json").read_text())
+
+
+def _latest_state(workdir: str) -> epath.Path:
+    ckpt_dir = as_path(workdir) / "checkpoints"
+    steps = (
+        sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+        if ckpt_dir.is_dir()
+        else []
+    )
+    if not steps:
+        raise FileNotFoundError(
+            f"{workdir} is neither a zoo model directory (no model.json) nor a training "
+            "workdir with a finished checkpoint (no checkpoints/<step>/); pass the output of "
+            "`zoo convert` or a workdir of `zoo train`"
+        )
+    return ckpt_dir / str(steps[-1]) / "state"
+
+
+def restore_numpy(path) -> Any:
+    """An orbax pytree checkpoint as host NumPy arrays, whatever devices wrote it.
+
+    Restoring with the saved shardings would need the saving run's devices (a
+    checkpoint from a 2-process or TPU-pod run names devices this process lacks)."""
+    # Asked for an item folder, orbax also looks for the step's metadata file and warns
+    # that it is absent; that is expected here.
+    quiet = lambda record: "Metadata file does not exist" not in record.getMessage()  # noqa: E731
+    absl_log = logging.getLogger("absl")
+    with ocp.PyTreeCheckpointer() as ckptr:
+        absl_log.addFilter(quiet)
+        try:
+            tree = ckptr.metadata(path).item_metadata.tree
+        finally:
+            absl_log.removeFilter(quiet)
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ckptr.restore(path, restore_args=args)
+
+
+def load_params(path: str) -> Any:
+    """Parameter tree (NumPy) of a model directory or of a training workdir's latest checkpoint."""
+    path = as_path(path)
+    if (path / "model.json").exists():
+        return restore_numpy(path / "params")
+    return restore_numpy(_latest_state(path))["params"]
+
+
+def check_compatible(params: Any, abstract_params: Any, source: str) -> None:
+    """Clear error if `params` (from `source`) does not fit the model being trained."""
+    have = traverse_util.flatten_dict(params, sep="/")
+    want = traverse_util.flatten_dict(abstract_params, sep="/")
+    for key in sorted(set(have) | set(want)):
+        a, b = have.get(key), want.get(key)
+        if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+            shape = lambda x: "absent" if x is None else list(x.shape)  # noqa: E731
+            raise ValueError(
+                f"parameters from {source} do not fit this model: {key} is {shape(a)} there "
+                f"but {shape(b)} here; make the recipe's model config match the checkpoint "
+                "(or drop train.init_from)"
+            )

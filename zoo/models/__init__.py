@@ -1,1 +1,0 @@
-"""Model families: pure linen modules, each with a config dataclass."""

@@ -1,0 +1,308 @@
+"""De novo sequencing with a trained or converted peptide model, and `zoo denovo`.
+
+    config, params, residues, _ = load_model("runs/h2")     # or a `zoo convert casanovo` dir
+    seq = Sequencer(config, params, residues, beam=5)
+    predictions = seq.predict_all(examples, "hybrid")      # stored examples (features.py)
+
+`zoo denovo` reads MGF files, featurizes every spectrum the way training does
+(`zoo.peptide.features`), predicts and writes an mzTab with Casanovo's columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from zoo.io import modeldir
+from zoo.peptide import casanovo, ctc, features, mztab, spectra
+from zoo.peptide import mass_control as pmc
+from zoo.peptide import residues as zres
+from zoo.peptide import search as ar_search_lib
+from zoo.peptide.model import PeptideConfig, PeptideModel, TokenLayout
+from zoo.peptide.task import DenovoTask, residues_from_config
+
+DECODERS = ("ar", "nar", "nar_pmc", "hybrid")
+
+
+@dataclasses.dataclass(frozen=True)
+class DenovoDefaults:
+    """The knobs of `Sequencer` and `zoo denovo`, with their defaults (the CLI flags and the
+    Python keyword arguments both read them here)."""
+
+    beam: int = 1  # AR beams per spectrum (Casanovo's n_beams; --beam)
+    batch_size: int = 32  # spectra per model call (--batch-size)
+    precursor_filter: bool = True  # AR: Casanovo 4's precursor filter (--no-precursor-filter)
+    casanovo_compatible: bool = False  # AR: Casanovo 5.2.1's rules (--casanovo-compatible)
+    min_length: int = 6  # shortest peptide the AR search returns (Casanovo's min_peptide_len)
+    ctc_beam: int = 5  # NAR: CTC prefix beam width; 1 = greedy
+    pmc_tolerance: float = 0.1  # NAR + mass control: Da a peptide may miss the precursor by
+    tolerance_ppm: float = 50.0  # a peptide matches its precursor within this (Casanovo's)
+    # Peaks fed to the encoder for a model without a training config (a `zoo convert
+    # casanovo` dir: Casanovo's n_peaks); a `zoo train` workdir uses its task.max_peaks.
+    max_peaks: int = 150
+
+
+DEFAULTS = DenovoDefaults()
+
+# One spectrum's answer, whatever decoder produced it (N->C, Casanovo notation).
+Prediction = ar_search_lib.PeptidePrediction
+
+
+class Sequencer:
+    """Sequences batches of spectra with a trained or converted peptide model.
+
+    decoder: "ar" (AR beam search on the AR decoder; in a hybrid model its cross-attention
+    reads the NAR states), "hybrid" (same as "ar" on a hybrid model), "nar" (CTC beam search
+    on the NAR decoder; `ctc_beam=1`: greedy), "nar_pmc" (CTC beam search, then precise mass
+    control when the peptide misses the precursor by more than `pmc_tolerance` Da).
+    Defaults: `DenovoDefaults`.
+    """
+
+    def __init__(
+        self,
+        config: PeptideConfig,
+        params,
+        residues: zres.Residues,
+        *,
+        max_peaks: int = DEFAULTS.max_peaks,
+        beam: int = DEFAULTS.beam,
+        precursor_filter: bool = DEFAULTS.precursor_filter,
+        casanovo_compatible: bool = DEFAULTS.casanovo_compatible,
+        min_length: int = DEFAULTS.min_length,
+        ctc_beam: int = DEFAULTS.ctc_beam,
+        pmc_tolerance: float = DEFAULTS.pmc_tolerance,
+        tolerance_ppm: float = DEFAULTS.tolerance_ppm,
+    ):
+        self.config, self.params, self.residues = config, params, residues
+        self.layout = TokenLayout(residues.tokens)
+        self.model = PeptideModel(config)
+        self.max_peaks, self.beam, self.ctc_beam = max_peaks, beam, ctc_beam
+        self.pmc_tolerance, self.tolerance_ppm = pmc_tolerance, tolerance_ppm
+        self.masses, self.nterm = ctc.ctc_mass_table(residues)
+        model, c = self.model, config
+
+        def encode(params, mz, inten, mass, charge):
+            v = {"params": params}
+            memory, mask = model.apply(v, mz, inten, method=PeptideModel.encode)
+            nar_states = nar_logits = None
+            if c.has_nar:
+                nar_states, nar_logits = model.apply(
+                    v, memory, mask, mass, charge, method=PeptideModel.nar
+                )
+            return memory, mask, nar_states, nar_logits
+
+        def ar_search(params, mz, inten, mass, charge, prec_mz):
+            v = {"params": params}
+            memory, mask, nar_states, _ = encode(params, mz, inten, mass, charge)
+            first, cache = model.apply(
+                v,
+                mass,
+                charge,
+                memory,
+                mask,
+                nar_states if c.mode == "hybrid" else None,
+                c.max_peptide_len,
+                method=PeptideModel.ar_init_cache,
+            )
+
+            def step_fn(tokens, cache):
+                return model.apply(v, tokens, cache, method=PeptideModel.ar_step)
+
+            return ar_search_lib.ar_beam_search(
+                step_fn,
+                first,
+                cache,
+                precursor_mz_B=prec_mz,
+                charge_B=charge,
+                residues=residues,
+                beam_size=beam,
+                max_length=c.max_peptide_len,
+                min_length=min_length,
+                reverse=c.reverse,
+                precursor_filter=precursor_filter,
+                casanovo_compatible=casanovo_compatible,
+                tolerance_ppm=tolerance_ppm,
+            )
+
+        def nar_log_probs(params, mz, inten, mass, charge):
+            return jax.nn.log_softmax(
+                encode(params, mz, inten, mass, charge)[3].astype(jnp.float32)
+            )
+
+        self._ar = jax.jit(ar_search)
+        self._nar = jax.jit(nar_log_probs)
+
+    def inputs(self, examples) -> dict[str, np.ndarray]:
+        """Stored spectra (dicts with mz, intensity, precursor_mz, precursor_charge) -> the
+        model's batch (`features.featurize_batch`)."""
+        return features.featurize_batch(examples, self.max_peaks)
+
+    def predict(self, examples, decoder: str = "ar") -> list[Prediction]:
+        """Predictions for a batch of stored spectra (pad the batch to a fixed size outside
+        to avoid recompiling for every size)."""
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r}; use one of {DECODERS}")
+        x = self.inputs(examples)
+        args = (self.params, x["mz"], x["intensity"], x["precursor_mass"], x["precursor_charge"])
+        if decoder in ("ar", "hybrid"):
+            if not self.config.has_ar:
+                raise ValueError(f"a {self.config.mode!r} model has no AR decoder; use nar")
+            # Split the float64 m/z on the host: the ppm test keeps full precision in jit.
+            result = jax.device_get(self._ar(*args, ar_search_lib.mz_parts(x["precursor_mz"])))
+            preds = ar_search_lib.to_predictions(
+                result,
+                residues=self.residues,
+                reverse=self.config.reverse,
+                charge_B=x["precursor_charge"],
+            )
+            return [p if p is not None else _empty() for p in preds]
+        if not self.config.has_nar:
+            raise ValueError(f"a {self.config.mode!r} model has no NAR decoder; use ar")
+        lp = np.asarray(jax.device_get(self._nar(*args)), np.float64)
+        neutral = zres.neutral_mass(x["precursor_mz"], x["precursor_charge"])
+        if decoder == "nar" and self.ctc_beam == 1:
+            decoded = ctc.ctc_greedy(lp)
+        elif decoder == "nar":
+            decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam)]
+        else:
+            decoded = pmc.ctc_decode_with_mass(
+                lp,
+                self.masses,
+                neutral,
+                beam=self.ctc_beam,
+                tolerance=self.pmc_tolerance,
+                nterm=self.nterm,
+            )
+        out = []
+        for d, z, mz in zip(decoded, x["precursor_charge"], x["precursor_mz"]):
+            names = tuple(self.layout.names(d.tokens))
+            if not names:
+                out.append(_empty())
+                continue
+            calc = zres.precursor_mz(self.residues.peptide_mass(names), int(z))
+            ok = any(
+                abs(zres.ppm_error(calc, float(mz), int(z), iso)) <= self.tolerance_ppm
+                for iso in (0, 1)
+            )
+            out.append(
+                Prediction(
+                    self.residues.to_string(names),
+                    names,
+                    float(np.exp(d.log_prob / max(len(names), 1))),
+                    np.asarray(d.token_scores, np.float32),
+                    ok,
+                    calc,
+                )
+            )
+        return out
+
+    def predict_all(
+        self, examples, decoder: str = "ar", batch_size: int = DEFAULTS.batch_size, on_batch=None
+    ) -> list[Prediction]:
+        """Predictions for any number of spectra, in fixed-size batches (one compile)."""
+        examples = list(examples)
+        out: list[Prediction] = []
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+            out += self.predict(padded, decoder)[: len(chunk)]
+            if on_batch:
+                on_batch(len(chunk))
+        return out
+
+
+def _empty() -> Prediction:
+    return Prediction("", (), float("-inf"), np.zeros(0, np.float32), False, float("nan"))
+
+
+def to_psm(spectrum: spectra.Spectrum, prediction: Prediction) -> mztab.Psm:
+    """A Prediction for a `zoo.peptide.spectra.Spectrum` as an mzTab PSM (Casanovo's columns)."""
+    return mztab.Psm(
+        peptide=list(prediction.tokens),
+        score=float(prediction.score),
+        aa_scores=[float(x) for x in prediction.aa_scores],
+        precursor_charge=int(spectrum.precursor_charge),
+        precursor_mz=float(spectrum.precursor_mz),
+        spectrum_file=spectrum.source,
+        spectrum_index=int(spectrum.index),
+        calc_mz=float(prediction.calc_mz),
+        scan=spectrum.scans,
+    )
+
+
+def load_model(checkpoint: str):
+    """(PeptideConfig, params, Residues, task config or None) from a `zoo convert casanovo`
+    directory or a `zoo train` workdir of the denovo task."""
+    if os.path.exists(os.path.join(checkpoint, "model.json")):
+        config, params, residues = casanovo.load_model_dir(checkpoint)
+        return config, params, residues, None
+    if os.path.exists(os.path.join(checkpoint, "config.json")):
+        with open(os.path.join(checkpoint, "config.json")) as f:
+            c = ml_collections.ConfigDict(json.load(f))
+        if c.task.name != DenovoTask.name:
+            raise ValueError(f"{checkpoint} was trained on task {c.task.name!r}, not denovo")
+        config = PeptideConfig(**c.model.to_dict())
+        return config, modeldir.load_params(checkpoint), residues_from_config(c), c
+    raise FileNotFoundError(
+        f"--checkpoint {checkpoint} is neither a `zoo convert casanovo` output (model.json) "
+        "nor a `zoo train` workdir (config.json)"
+    )
+
+
+def main(args) -> int:
+    """`zoo denovo`: MGF files -> preprocessed spectra -> predictions -> mzTab."""
+    config, params, residues, task_config = load_model(args.checkpoint)
+    max_peaks = int(task_config.task.max_peaks) if task_config else DEFAULTS.max_peaks
+    mode = args.mode or config.mode  # the decoder name: ar | hybrid | nar | nar_pmc
+    items, reports = [], []
+    for path in args.mgf:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--mgf {path} does not exist")
+        found, report = spectra.read_mgf(
+            path, residues=None, on_error="skip" if args.skip_bad else "raise"
+        )
+        reports.append((path, report))
+        for s in found:
+            items.append((s, features.spectrum_example(s, residues=None)))
+    for path, report in reports:
+        if report.total_skipped:
+            print(f"zoo: {path}: {report}", file=sys.stderr)
+    if not items:
+        raise ValueError(f"no spectra to sequence in {args.mgf}")
+    seq = Sequencer(
+        config,
+        params,
+        residues,
+        max_peaks=max_peaks,
+        beam=args.beam,
+        precursor_filter=not (args.no_precursor_filter or args.casanovo_compatible),
+        casanovo_compatible=args.casanovo_compatible,
+    )
+    bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
+    preds = seq.predict_all(
+        [e for _, e in items], mode, batch_size=args.batch_size, on_batch=bar.update
+    )
+    bar.close()
+    psms = [to_psm(s, p) for (s, _), p in zip(items, preds) if p.peptide]
+    mztab.write_mztab(
+        args.out,
+        psms,
+        residues=residues,
+        ms_runs=args.mgf,
+        metadata={
+            "checkpoint": os.path.abspath(args.checkpoint),
+            "mode": mode,
+            "beam": args.beam,
+            "mgf": [os.path.abspath(p) for p in args.mgf],
+        },
+    )
+    print(f"zoo: wrote {args.out}: {len(psms)} PSMs for {len(items)} spectra", file=sys.stderr)
+    return 0
