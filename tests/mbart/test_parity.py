@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from zoo.mbart.convert import load_mbart
+import zoo.mbart
+from zoo.mbart.convert import convert, load_mbart
 from zoo.mbart.model import MBart
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "mbart")
@@ -125,3 +126,20 @@ def test_flax_defaults_break_parity(override):
     model, params = _load("cc25")
     wrong = MBart(dataclasses.replace(model.config, **override))
     assert _logit_diff(wrong, params, _expected("cc25")) > TOL
+
+
+@pytest.mark.parametrize("kind", ["transformers_dir", "zoo_model_dir"])
+def test_public_load_gives_transformers_logits(tmp_path, kind):
+    """zoo.mbart.load(SRC) -> (model, params) with the documented call
+    model.apply({'params': params}, input_ids, attention_mask, decoder_input_ids)."""
+    src = os.path.join(FIXTURES, "cc25")
+    if kind == "zoo_model_dir":
+        src = convert(src, str(tmp_path / "converted"))
+    model, params = zoo.mbart.load(src)
+    exp = _expected("cc25")
+    logits = model.apply(
+        {"params": params}, exp["input_ids"], exp["attention_mask"], exp["decoder_input_ids"]
+    )
+    assert logits.shape == exp["logits"].shape and logits.dtype == np.float32
+    real = exp["decoder_attention_mask"].astype(bool)
+    assert float(np.abs(np.asarray(logits) - exp["logits"])[real].max()) < TOL

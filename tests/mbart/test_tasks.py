@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+import zoo.mbart
 from tests.mbart.test_gettext import catalog, write_locale
 from tests.train import runner
 from zoo import cli
@@ -143,6 +145,11 @@ def test_translate_command_reads_stdin_and_writes_one_line_each(
     )
     assert code == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    # The Python face reads the same workdir: its latest params, vocabulary from the params.
+    model, params = zoo.mbart.load(str(workdir))
+    ids = np.array([[5, 6, 2, 250]], np.int32) % model.config.vocab_size
+    logits = model.apply({"params": params}, ids, np.ones_like(ids), ids)
+    assert logits.shape == (1, 4, model.config.vocab_size)
 
     code = cli.main(
         ["translate", "--checkpoint", str(workdir), "--src-lang", "en_XX", "--tgt-lang", "xx_YY"]

@@ -17,6 +17,7 @@ import pytest
 from flax import traverse_util
 from flax.linen import meta
 
+import zoo.peptide
 from zoo.peptide import casanovo
 from zoo.peptide.model import PeptideConfig, PeptideModel
 
@@ -40,7 +41,7 @@ WIDTH = -(-(max(_LONGEST, DATA["tokens"].shape[1]) + 1) // 8) * 8
 
 @pytest.fixture(scope="module")
 def imported():
-    config, params, info = casanovo.load_casanovo(CKPT)
+    config, params, info = zoo.peptide.load_casanovo(CKPT)  # the family's Python face
     model = PeptideModel(config)
     encode = jit(lambda p, mz, it: model.apply({"params": p}, mz, it, method="encode"))
     ar = jit(

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import zoo.zett
 from tests.mbart.test_tasks import SPM, locale_dir  # noqa: F401  (fixture)
 from zoo import cli
 from zoo.io import modeldir
@@ -27,7 +28,7 @@ from zoo.tasks import get_task
 from zoo.zett import hypernet as zett
 from zoo.zett import task as tt
 from zoo.zett import vocab as vocab_transfer
-from zoo.zett.transfer import load_hypernet, transfer, transfer_embeddings
+from zoo.zett.transfer import load_hypernet, transfer_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,8 @@ def trained(tmp_path_factory, locale_dir):  # noqa: F811
 
 def _transfer(trained, method):
     out = trained["root"] / f"de_{method}"
-    if not (out / "model.json").exists():
-        transfer(
+    if not (out / "model.json").exists():  # through the family's Python face
+        zoo.zett.transfer(
             str(trained["base"]), str(trained["de"]), str(out), method=method,
             hypernet_dir=str(trained["hn"]),
         )  # fmt: skip

@@ -15,9 +15,11 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -51,6 +53,28 @@ def save(
 
 def read_meta(path: str) -> dict:
     return json.loads((as_path(path) / "model.json").read_text())
+
+
+def is_model_dir(path: str) -> bool:
+    """Whether `path` is a zoo model directory (it holds model.json)."""
+    return (as_path(path) / "model.json").exists()
+
+
+def read_run_config(path: str, tasks: Sequence[str], flag: str = "--checkpoint"):
+    """The config a `zoo train` workdir was created with (its config.json), whose task.name
+    must be one of `tasks`; `flag` names the command-line flag that gave `path`."""
+    config_path = as_path(path) / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(
+            f"{flag} {path} is neither a zoo model directory (model.json) nor a `zoo train` "
+            f"workdir (config.json) of task {' or '.join(tasks)}"
+        )
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    if config.task.name not in tasks:
+        raise ValueError(
+            f"{flag} {path} was trained on task {config.task.name!r}, not {' or '.join(tasks)}"
+        )
+    return config
 
 
 def _latest_state(workdir: str) -> epath.Path:

@@ -487,7 +487,7 @@ def load(src: str | os.PathLike) -> tuple[MBart, dict[str, Any]]:
     logits [batch, tgt_len, vocab] f32 (attention_mask: [batch, src_len], 1 on real tokens).
     """
     src = os.fspath(src)
-    if os.path.exists(os.path.join(src, "model.json")):
+    if modeldir.is_model_dir(src):
         meta_ = modeldir.read_meta(src)
         if meta_["family"] != "mbart":
             raise ValueError(f"{src} holds a {meta_['family']} model, not mbart")
@@ -496,14 +496,8 @@ def load(src: str | os.PathLike) -> tuple[MBart, dict[str, Any]]:
     if os.path.isdir(os.path.join(src, "checkpoints")) and os.path.exists(
         os.path.join(src, "config.json")
     ):
-        with open(os.path.join(src, "config.json")) as f:
-            run = json.load(f)
-        if run.get("task", {}).get("name") not in [t.name for t in TASKS]:
-            raise ValueError(
-                f"{src} is a workdir of task {run.get('task', {}).get('name')!r}, not of an "
-                f"mBART task ({', '.join(t.name for t in TASKS)})"
-            )
-        fields = dict(run["model"])
+        run = modeldir.read_run_config(src, [t.name for t in TASKS], "load")
+        fields = run.model.to_dict()
         params = modeldir.load_params(src)
         if not fields.get("vocab_size"):  # 0 in a recipe = the tokenizer's: read it off the params
             fields["vocab_size"] = int(np.shape(params["shared"]["embedding"])[0])

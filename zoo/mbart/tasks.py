@@ -24,7 +24,6 @@ Inference is not here: `zoo.mbart.translate` generates with a trained model.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -260,7 +259,7 @@ TASKS = (TranslationTask, CsrTask, DenoisingTask)
 
 def translation_config(checkpoint: str, src_lang: str, tgt_lang: str) -> ml_collections.ConfigDict:
     """The task config to translate with a model dir (`zoo convert`) or a training workdir."""
-    if os.path.exists(os.path.join(checkpoint, "model.json")):
+    if modeldir.is_model_dir(checkpoint):
         meta = modeldir.read_meta(checkpoint)
         if meta["family"] != "mbart":
             raise ValueError(f"{checkpoint} holds a {meta['family']} model, not mbart")
@@ -279,16 +278,8 @@ def translation_config(checkpoint: str, src_lang: str, tgt_lang: str) -> ml_coll
                 "model": meta["config"],
             }
         )
-    elif os.path.exists(os.path.join(checkpoint, "config.json")):
-        with open(os.path.join(checkpoint, "config.json")) as f:
-            c = ml_collections.ConfigDict(json.load(f))
-        if c.task.name not in [task.name for task in TASKS]:
-            raise ValueError(f"{checkpoint} was trained on task {c.task.name!r}, not translation")
-        c.task.name = "translation"
     else:
-        raise FileNotFoundError(
-            f"--checkpoint {checkpoint} is neither a `zoo convert` output (model.json) nor a "
-            "`zoo train` workdir (config.json)"
-        )
+        c = modeldir.read_run_config(checkpoint, [task.name for task in TASKS])
+        c.task.name = "translation"
     c.task.src_lang, c.task.tgt_lang = src_lang, tgt_lang
     return c

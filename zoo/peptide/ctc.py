@@ -33,6 +33,8 @@ import numpy as np
 from zoo.peptide.model import TokenLayout
 from zoo.peptide.residues import CASANOVO, Residues
 
+BLANK = TokenLayout.BLANK  # the CTC blank class of the NAR outputs
+
 
 @dataclasses.dataclass(frozen=True)
 class CTCDecoded:
@@ -59,7 +61,7 @@ class CTCDecoded:
     source: str = ""
 
 
-def collapse(path: Sequence[int], blank: int = 0) -> list[int]:
+def collapse(path: Sequence[int], blank: int = BLANK) -> list[int]:
     """The peptide a CTC path spells: repeats merged, then blanks dropped."""
     out, prev = [], None
     for c in path:
@@ -70,7 +72,7 @@ def collapse(path: Sequence[int], blank: int = 0) -> list[int]:
     return out
 
 
-def token_scores(log_probs_TxC: np.ndarray, path: Sequence[int], blank: int = 0) -> list[float]:
+def token_scores(log_probs_TxC: np.ndarray, path: Sequence[int], blank: int = BLANK) -> list[float]:
     """Per emitted token of `path`, the largest probability among the slots emitting it."""
     scores: list[float] = []
     prev = None
@@ -109,7 +111,7 @@ def _check_log_probs(log_probs: np.ndarray, ndim: tuple[int, ...], name: str) ->
 
 
 # --- greedy ----------------------------------------------------------------------------------
-def ctc_greedy(log_probs_BxTxC: np.ndarray, blank: int = 0) -> list[CTCDecoded]:
+def ctc_greedy(log_probs_BxTxC: np.ndarray, blank: int = BLANK) -> list[CTCDecoded]:
     """Best path decoding: per slot the most probable class, collapsed.
 
     log_probs_BxTxC: [B, T, C] log-probabilities (log_softmax of the NAR logits).
@@ -122,7 +124,7 @@ def ctc_greedy(log_probs_BxTxC: np.ndarray, blank: int = 0) -> list[CTCDecoded]:
 
 # --- alignment -------------------------------------------------------------------------------
 def ctc_align(
-    log_probs_TxC: np.ndarray, tokens: Sequence[int], blank: int = 0
+    log_probs_TxC: np.ndarray, tokens: Sequence[int], blank: int = BLANK
 ) -> tuple[list[int] | None, float]:
     """The most probable path that collapses to `tokens` (CTC forced alignment, Viterbi over
     the blank-interleaved label `_ t1 _ t2 _ ... _`). Returns (path [T], log_prob), or
@@ -216,7 +218,7 @@ def _prefix_beam_search(
 def ctc_beam_search(
     log_probs: np.ndarray,
     beam: int = 5,
-    blank: int = 0,
+    blank: int = BLANK,
     *,
     top_k: int | None = None,
     top_n_classes: int | None = None,

@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
@@ -241,20 +239,12 @@ def to_psm(spectrum: spectra.Spectrum, prediction: Prediction) -> mztab.Psm:
 def load_model(checkpoint: str):
     """(PeptideConfig, params, Residues, task config or None) from a `zoo convert casanovo`
     directory or a `zoo train` workdir of the denovo task."""
-    if os.path.exists(os.path.join(checkpoint, "model.json")):
+    if modeldir.is_model_dir(checkpoint):
         config, params, residues = casanovo.load_model_dir(checkpoint)
         return config, params, residues, None
-    if os.path.exists(os.path.join(checkpoint, "config.json")):
-        with open(os.path.join(checkpoint, "config.json")) as f:
-            c = ml_collections.ConfigDict(json.load(f))
-        if c.task.name != DenovoTask.name:
-            raise ValueError(f"{checkpoint} was trained on task {c.task.name!r}, not denovo")
-        config = PeptideConfig(**c.model.to_dict())
-        return config, modeldir.load_params(checkpoint), residues_from_config(c), c
-    raise FileNotFoundError(
-        f"--checkpoint {checkpoint} is neither a `zoo convert casanovo` output (model.json) "
-        "nor a `zoo train` workdir (config.json)"
-    )
+    c = modeldir.read_run_config(checkpoint, [DenovoTask.name])
+    config = PeptideConfig(**c.model.to_dict())
+    return config, modeldir.load_params(checkpoint), residues_from_config(c), c
 
 
 def main(args) -> int:

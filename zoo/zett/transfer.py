@@ -12,11 +12,9 @@ model dir with the new tokenizer, which `zoo translate` and `train.init_from` re
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from zoo.io import modeldir
@@ -31,16 +29,7 @@ METHODS = ("hypernet", "fvt", "lexical")
 
 def load_hypernet(hn_dir: str, source_embedding: np.ndarray, predict_bias: bool):
     """(Hypernet module, its params) from a `zoo train` workdir of the tokenizer_transfer task."""
-    path = os.path.join(hn_dir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"--hypernet {hn_dir} has no config.json; pass the workdir of a `zoo train` run of "
-            "the tokenizer_transfer task (e.g. recipes/zett_demo.py)"
-        )
-    with open(path) as f:
-        c = ml_collections.ConfigDict(json.load(f))
-    if c.task.name != TokenizerTransferTask.name:
-        raise ValueError(f"{hn_dir} was trained on task {c.task.name!r}, not tokenizer_transfer")
+    c = modeldir.read_run_config(hn_dir, [TokenizerTransferTask.name], "--hypernet")
     fields = dict(c.model.to_dict())
     fields.update(
         source_vocab_size=source_embedding.shape[0],
