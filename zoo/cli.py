@@ -16,7 +16,8 @@ from zoo.mbart.translate import main as translate
 from zoo.peptide.casanovo import main as convert_casanovo
 from zoo.peptide.sequence import DEFAULTS as DENOVO_DEFAULTS
 from zoo.peptide.sequence import main as denovo
-from zoo.train.main import compile_recipe, train
+from zoo.train.aot import main as compile_recipe
+from zoo.train.main import train
 from zoo.zett.transfer import METHODS as TRANSFER_METHODS
 from zoo.zett.transfer import main as transfer
 

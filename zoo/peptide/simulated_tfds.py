@@ -17,7 +17,7 @@ spectra, and stored with the same features as the MGF builder (`zoo.peptide.spec
 Usage (generated once per parameter set, later calls reuse it):
 
     builder = simulated_builder("/tmp/zoo_data", num_train=20_000, max_length=12)
-    test = load_source(builder, "test")   # test[i] -> {"mz", "intensity", "precursor_mz", ...}
+    test = zoo.data.load_source(builder, "test")  # test[i] -> {"mz", "intensity", ...}
 """
 
 from __future__ import annotations

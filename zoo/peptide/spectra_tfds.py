@@ -8,7 +8,7 @@ and the ninth to test:
 
     builder = mgf_builder("/data/tfds", "/data/nine-species", {
         "train": ["*mouse*.mgf", "*yeast*.mgf", ...], "test": ["*human*.mgf"]})
-    test = load_source(builder, "test")   # test[i]: {"mz": [k] f32, "intensity": [k] f32, ...}
+    test = zoo.data.load_source(builder, "test")  # test[i]: {"mz": [k] f32, ...}
     mgf_stats(builder)                    # per split and file: read / skipped per reason
 
 Each spectrum is preprocessed as Casanovo 5.2.1 does (`zoo.peptide.spectra.preprocess`). Records

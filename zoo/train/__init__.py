@@ -10,8 +10,8 @@ contract (`zoo.train.task`), and `zoo.tasks` lists every family's tasks by name.
 - `optim`: AdamW, schedules, clipping, frozen parameters.
 - `checkpoint`: orbax checkpoints with the data iterator's position; preemption.
 - `metrics`: metrics.jsonl, TensorBoard, progress bar, MFU.
-- `aot`: compile a recipe's step for a Cloud TPU topology without a TPU.
+- `aot`: compile a recipe's step for a Cloud TPU topology without a TPU (`zoo compile`).
 - `config`: recipes (`get_config(variant)`) and `--config.key=value` overrides.
 - `losses`: losses that tasks share (label-smoothed cross-entropy).
-- `main`: what `zoo train` and `zoo compile` run.
+- `main`: what `zoo train` runs.
 """

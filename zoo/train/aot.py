@@ -2,19 +2,24 @@
 
 `jax.experimental.topologies` + libtpu compile the exact sharded step that the
 loop would run, so XLA's memory analysis tells whether the recipe fits the
-slice's HBM before anyone rents it.
+slice's HBM before anyone rents it. `main` is `zoo compile`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import topologies
 
+from zoo.train import config as zconfig
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
 from zoo.train import optim as zoptim
@@ -187,3 +192,21 @@ def format_report(r: dict[str, Any]) -> str:
         f"XLA {r['xla_flops_per_device']:.3e} per device",
     ]
     return "\n".join(lines)
+
+
+def main(args, overrides: Sequence[str], *, get_task) -> int:
+    """`zoo compile --config RECIPE[:VARIANT] --topology v5e:2x4 [--json FILE]`: 0 if it fits."""
+    config = zconfig.apply_overrides(zconfig.load(args.config), overrides)
+    task = get_task(config)
+    t0 = time.perf_counter()
+    try:
+        report = compile_for_topology(config, task, args.topology)
+    except TpuUnavailableError as e:  # libtpu missing or busy: a message, not a traceback
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 2
+    report["compile_seconds"] = round(time.perf_counter() - t0, 1)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, sort_keys=True)
+    return 0 if report["fits"] else 1

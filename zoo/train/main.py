@@ -1,4 +1,4 @@
-"""`zoo train` and `zoo compile`: run any task of any family through the loop.
+"""`zoo train`: run any task of any family through the loop (`zoo compile`: `zoo.train.aot`).
 
 The task is looked up by the caller's `get_task` (`zoo.tasks.get_task`, given by `zoo.cli`),
 so this core module knows no family.
@@ -6,16 +6,14 @@ so this core module knows no family.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import jax
 
-from zoo.train import aot, loop
 from zoo.train import config as zconfig
+from zoo.train import loop
 from zoo.train.checkpoint import PREEMPTED_EXIT_CODE
 from zoo.train.task import Task
 
@@ -76,21 +74,3 @@ def train(args, overrides: Sequence[str], *, get_task: GetTask) -> int:
         + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
     )
     return 0
-
-
-def compile_recipe(args, overrides: Sequence[str], *, get_task: GetTask) -> int:
-    """`zoo compile --config RECIPE[:VARIANT] --topology v5e:2x4 [--json FILE]`: 0 if it fits."""
-    config = zconfig.apply_overrides(zconfig.load(args.config), overrides)
-    task = get_task(config)
-    t0 = time.perf_counter()
-    try:
-        report = aot.compile_for_topology(config, task, args.topology)
-    except aot.TpuUnavailableError as e:  # libtpu missing or busy: a message, not a traceback
-        print(f"zoo: error: {e}", file=sys.stderr)
-        return 2
-    report["compile_seconds"] = round(time.perf_counter() - t0, 1)
-    print(aot.format_report(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=True)
-    return 0 if report["fits"] else 1
