@@ -125,8 +125,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quiet_logs() -> None:
-    # force: importing orbax has already given the root logger a bare handler of its own.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the bare handler importing orbax installs
+        if type(handler) is logging.StreamHandler and handler.formatter is not None:
+            if handler.formatter._fmt == logging.BASIC_FORMAT:
+                root.removeHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # TFDS warns on every load of a dataset whose parameters are not a predefined config;

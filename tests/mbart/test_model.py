@@ -103,6 +103,12 @@ def test_from_hf_config_uses_transformers_default_for_missing_scale_embedding():
         ({"model_type": "bart"}, "post-LN"),
         ({"activation_function": "swish"}, "swish"),
         ({"tie_word_embeddings": False}, "tie_word_embeddings"),
+        ({"encoder_attention_heads": 0}, r"encoder_attention_heads=0 \(int\) must be an integer"),
+        ({"encoder_attention_heads": "16"}, r"encoder_attention_heads='16' \(str\)"),
+        ({"d_model": 10**9}, r"d_model=1000000000"),
+        ({"dropout": 2.0}, r"dropout=2\.0 must be a number from 0"),
+        ({"max_position_embeddings": -5}, r"max_position_embeddings=-5"),
+        ({"activation_function": ["gelu"]}, r"activation_function=\['gelu'\] is not supported"),
     ],
 )
 def test_from_hf_config_rejects_what_it_cannot_compute(hf, needle):

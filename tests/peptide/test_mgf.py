@@ -2,6 +2,8 @@
 trips, and malformed records that raise a clear error or are skipped and counted."""
 
 import math
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +249,64 @@ def test_iter_mgf_streams_and_rejects_unknown_policy(tmp_path):
         next(iter_mgf(SAMPLE, on_error="ignore"))
     first = next(iter_mgf(SAMPLE))
     assert first.title == "0" and first.peptide == "IAHYNKR"
+
+
+def _big_record(n_peak_lines: int, title: str = "huge") -> str:
+    peaks = "100.5 1\n" * n_peak_lines
+    return f"BEGIN IONS\nTITLE={title}\nPEPMASS=500\nCHARGE=2+\n{peaks}END IONS\n"
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_record_over_the_peak_cap_is_skipped_and_counted_in_every_mode(tmp_path, on_error):
+    """Too large to take is not malformed: never kept, never stops the run, always counted."""
+    path = tmp_path / "cap.mgf"
+    path.write_text(GOOD.format(i=0) + _big_record(51) + GOOD.format(i=2))
+    spectra, report = read_mgf(path, on_error=on_error, max_peak_lines=50)
+    assert [(s.title, s.index) for s in spectra] == [("good 0", 0), ("good 2", 2)]
+    assert report.skipped == {"too_many_peaks": 1} and report.read == 2
+    (message,) = report.examples["too_many_peaks"]
+    assert str(path) in message and "spectrum 1" in message and "'huge'" in message
+    assert "51 peak lines" in message and "max_peak_lines=50" in message and "Fix:" in message
+
+
+def test_record_at_the_peak_cap_is_read(tmp_path):
+    path = tmp_path / "cap.mgf"
+    path.write_text(_big_record(50))
+    (spectrum,), report = read_mgf(path, max_peak_lines=50)
+    assert len(spectrum.mz) == 50 and report.total_skipped == 0
+
+
+def test_over_the_cap_is_counted_even_with_a_bad_line_past_the_cap(tmp_path):
+    """Lines past the cap are counted, not parsed: a bad one there does not make it raise."""
+    path = tmp_path / "cap.mgf"
+    path.write_text(_big_record(60).replace("END IONS", "hello world\nEND IONS") + GOOD.format(i=1))
+    spectra, report = read_mgf(path, max_peak_lines=50)
+    assert [s.title for s in spectra] == ["good 1"] and report.skipped == {"too_many_peaks": 1}
+
+
+def test_million_peak_lines_are_counted_not_held(tmp_path):
+    """A record of 1M peak lines (an attack, or a profile scan) costs linear time and at most
+    max_peak_lines lines of memory: with a cap of 1000, 100k lines peak at < 2 MB where
+    reading them all takes ~36 MB."""
+    path = tmp_path / "huge.mgf"
+    path.write_text(GOOD.format(i=0) + _big_record(1_000_000) + GOOD.format(i=2))
+    start = time.perf_counter()
+    spectra, report = read_mgf(path)  # the default cap
+    assert time.perf_counter() - start < 20.0  # ~1 s; a safety net, not a benchmark
+    assert len(spectra) == 2 and report.skipped == {"too_many_peaks": 1}
+    assert "1000000 peak lines" in report.examples["too_many_peaks"][0]
+
+    path.write_text(_big_record(100_000))
+    peaks = {}
+    for cap in (1000, 1_000_000):
+        tracemalloc.start()
+        read_mgf(path, max_peak_lines=cap)
+        peaks[cap] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[1000] < 2e6 < 8e6 < peaks[1_000_000], peaks
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, None])
+def test_peak_cap_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="max_peak_lines"):
+        read_mgf(SAMPLE, max_peak_lines=bad)

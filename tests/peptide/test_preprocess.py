@@ -10,10 +10,20 @@ Two references:
     and depthcharge's MgfParser, i.e. Casanovo's composition of the steps, not our reading.
 The cases (tests/fixtures/make_spectra_fixtures.py:random_cases) cover unsorted and duplicate
 m/z, tied intensities at the top-150 cut, zeros, peaks in the precursor windows, charges 0..6.
+
+zoo sorts stably where spectrum_utils uses numba's (unstable, quadratic on crafted orders)
+quicksort, so the two are compared up to the documented differences (`preprocess`): the order
+of peaks within an equal m/z, and which of equal intensities straddling the n_peaks cut are
+kept (zoo: the later in m/z order). Every case without such a tie must match exactly.
 """
 
+import contextlib
 import importlib.util
 import json
+import signal
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +32,6 @@ import pytest
 from zoo.peptide.spectra import (
     LowQualitySpectrum,
     PreprocessConfig,
-    _numba_quicksort_argsort,
     preprocess,
     read_mgf,
 )
@@ -52,30 +61,75 @@ def _ours(mz, intensity, precursor_mz, charge, config=DEFAULT):
 
 
 def _spectrum_utils(mz, intensity, precursor_mz, charge, config=DEFAULT):
-    """Casanovo 5.2.1's DeNovoDataModule.preprocessing_fn, step by step, on spectrum_utils."""
+    """Casanovo 5.2.1's DeNovoDataModule.preprocessing_fn, step by step, on spectrum_utils.
+
+    -> (result, scaled): result is (mz, intensity) or None where Casanovo drops the spectrum;
+    scaled is (mz, intensity) after scale_intensity, the input of the top-n cut (or None)."""
     sus = pytest.importorskip("spectrum_utils.spectrum")
     if not 1 <= charge <= config.max_charge:  # depthcharge parser: valid_charge
-        return None
+        return None, None
     spectrum = sus.MsmsSpectrum("s", precursor_mz, charge, mz, intensity)
     try:  # depthcharge drops the spectrum on these exceptions
         spectrum.set_mz_range(min_mz=config.min_mz, max_mz=config.max_mz)
         spectrum.remove_precursor_peak(config.remove_precursor_tol, "Da")
         spectrum.scale_intensity("root", 1)
+        scaled = spectrum.mz.copy(), spectrum.intensity.copy()
         spectrum.filter_intensity(config.min_intensity, config.n_peaks)
     except (IndexError, KeyError, ValueError):
-        return None
+        return None, None
     if len(spectrum.mz) < config.min_peaks:
-        return None
-    return spectrum.mz.copy(), spectrum.intensity / np.linalg.norm(spectrum.intensity)
+        return None, scaled
+    return (spectrum.mz.copy(), spectrum.intensity / np.linalg.norm(spectrum.intensity)), scaled
 
 
-def _assert_same(ours, ref, what):
+def _canonical(peaks):
+    """Peaks ordered by (m/z, intensity): the order within an equal m/z is not compared."""
+    order = np.lexsort((peaks[1], peaks[0]))
+    return peaks[0][order], peaks[1][order]
+
+
+def _assert_same(ours, ref, what, *, tie_at_cut_allowed=False, n_peaks=DEFAULT.n_peaks):
+    """ours equals ref up to the order of equal m/z; with tie_at_cut_allowed, also up to which
+    of equal intensities at the n_peaks cut are kept. -> True where that tie made a difference.
+    """
     assert (ours is None) == (ref is None), f"{what}: dropped by one side only"
     if ours is None:
-        return
-    np.testing.assert_array_equal(ours[0], ref[0], err_msg=f"{what}: m/z differ")
-    assert ours[1].dtype == np.float32
-    np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-6, err_msg=f"{what}: intensity")
+        return False
+    assert ours[1].dtype == np.float32 and (np.diff(ours[0]) >= 0).all()
+    ours, ref = _canonical(ours), _canonical(ref)
+    if len(ours[0]) == len(ref[0]) and (ours[0] == ref[0]).all():
+        np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-6, err_msg=what)
+        return False
+    assert tie_at_cut_allowed, f"{what}: m/z differ: {ours[0]} vs {ref[0]}"
+    # A tie at the cut: n_peaks kept on both sides, the same intensities, and the peaks kept by
+    # one side only all at the lowest kept intensity, where the zoo side keeps the higher m/z.
+    assert len(ours[0]) == len(ref[0]) == n_peaks, f"{what}: not a cut ({len(ours[0])} peaks)"
+    np.testing.assert_allclose(np.sort(ours[1]), np.sort(ref[1]), rtol=0, atol=1e-6)
+    floor = ours[1].min()
+    at_floor = [np.isclose(side[1], floor, rtol=0, atol=1e-6) for side in (ours, ref)]
+    np.testing.assert_array_equal(ours[0][~at_floor[0]], ref[0][~at_floor[1]], err_msg=what)
+    tied_ours = ours[0][at_floor[0]]
+    union = Counter(tied_ours.tolist()) | Counter(ref[0][at_floor[1]].tolist())  # multisets
+    highest = sorted(union.elements())[-len(tied_ours) :]
+    np.testing.assert_array_equal(tied_ours, highest, err_msg=f"{what}: not the higher m/z")
+    return True
+
+
+def _zoo_rule(scaled, config):
+    """zoo's documented cut on spectrum_utils' scaled peaks: peaks above min_intensity x base
+    peak, the n_peaks most intense, among equal intensities the higher m/z; unit L2 norm.
+    -> ((mz, intensity) or None, whether equal intensities straddle the cut)."""
+    mz, intensity = scaled
+    above = intensity.astype(np.float64) > config.min_intensity * np.float64(intensity.max())
+    mz, intensity = mz[above], intensity[above]
+    ranked = np.lexsort((mz, intensity))[::-1]  # most intense first; ties: higher m/z first
+    tie = len(ranked) > config.n_peaks and (
+        intensity[ranked[config.n_peaks - 1]] == intensity[ranked[config.n_peaks]]
+    )
+    kept = np.sort(ranked[: config.n_peaks])
+    if len(kept) < config.min_peaks:
+        return None, tie
+    return (mz[kept], intensity[kept] / np.linalg.norm(intensity[kept])), tie
 
 
 # Almost all of this test's time is numba compiling spectrum_utils' jitclass (~12 s on an idle
@@ -92,17 +146,23 @@ def test_equals_spectrum_utils_on_random_and_real_spectra():
     # Also non-default values: a small top-n stresses the cut, and a floor of 0.25 is exactly
     # representable, so peaks at exactly floor x base peak occur (random_cases' squares).
     tight = PreprocessConfig(n_peaks=25, min_intensity=0.25, min_peaks=5)
-    n_kept = 0
+    n_kept, n_ties = 0, 0
     for what, mz, intensity, precursor_mz, charge in inputs:
-        ours = _ours(mz, intensity, precursor_mz, charge)
-        _assert_same(ours, _spectrum_utils(mz, intensity, precursor_mz, charge), what)
-        n_kept += ours is not None
-        _assert_same(
-            _ours(mz, intensity, precursor_mz, charge, tight),
-            _spectrum_utils(mz, intensity, precursor_mz, charge, tight),
-            f"{what} (tight config)",
-        )
+        for config, label in ((DEFAULT, what), (tight, f"{what} (tight config)")):
+            ours = _ours(mz, intensity, precursor_mz, charge, config)
+            ref, scaled = _spectrum_utils(mz, intensity, precursor_mz, charge, config)
+            n_kept += ours is not None and config is DEFAULT
+            if scaled is None:  # dropped before the cut: nothing is tied
+                _assert_same(ours, ref, label)
+                continue
+            rule, tie = _zoo_rule(scaled, config)
+            _assert_same(ours, rule, f"{label}: zoo's tie rule")  # every case, ties or not
+            if tie:
+                n_ties += 1
+            else:  # no tie at the cut: exactly spectrum_utils (up to equal-m/z order)
+                _assert_same(ours, ref, label)
     assert n_kept > len(inputs) // 3  # the comparison is not vacuous
+    assert n_ties > 10  # and ties at the cut occur (random_cases' squared intensities)
 
 
 def test_equals_casanovo_pipeline_fixture_on_random_cases():
@@ -122,13 +182,16 @@ def test_equals_casanovo_pipeline_fixture_on_random_cases():
         max_charge=config["max_charge"],
     ), "our defaults are not Casanovo's config.yaml"
     offsets = np.concatenate([[0], np.cumsum(fixture["n"])])
+    n_ties = 0
     for i, (mz, intensity, precursor_mz, charge) in enumerate(CASES):
         ref = None
         if fixture["kept"][i]:
             rows = slice(offsets[i], offsets[i + 1])
             ref = (np.sort(mz)[fixture["index"][rows]], fixture["intensity"][rows])
-        _assert_same(_ours(mz, intensity, precursor_mz, charge), ref, f"random case {i}")
+        ours = _ours(mz, intensity, precursor_mz, charge)
+        n_ties += _assert_same(ours, ref, f"random case {i}", tie_at_cut_allowed=True)
     assert 0 < fixture["kept"].sum() < len(CASES)
+    assert n_ties < 10  # only the few tied-intensity cases where numba kept other peaks
 
 
 def test_equals_casanovo_mgf_parser_on_sample_spectra():
@@ -194,14 +257,104 @@ def test_bad_intensity_is_a_clear_error(bad):
         preprocess(np.array([100.0, 200.0]), np.array([1.0, bad]), 500.0, 2)
 
 
-def test_quicksort_port_equals_numba_argsort_with_ties():
-    """The tie-breaking order used for equal m/z or equal intensities at the cut is numba's."""
-    quicksort = pytest.importorskip("numba.misc.quicksort")
-    numba_argsort = quicksort.make_py_quicksort(is_argsort=True, is_np_array=True).run_quicksort
+def test_tied_intensities_at_the_cut_keep_the_later_peaks_in_mz_order():
+    """Where spectrum_utils' quicksort picks arbitrarily, zoo's rule: of equal intensities
+    straddling the n_peaks cut, the peaks at higher m/z are kept, whatever the file order."""
+    mz = 100.0 + np.arange(40.0)
+    intensity = np.full(40, 4.0)
+    intensity[[3, 30]] = 9.0  # two above the tie, then 8 of the 38 tied peaks are kept
+    config = PreprocessConfig(n_peaks=10, min_peaks=1, min_intensity=0.0)
+    kept = np.array([3, 30, 32, 33, 34, 35, 36, 37, 38, 39])  # the two, then 8 highest tied
+    for order in (np.arange(40), np.arange(40)[::-1], np.random.default_rng(0).permutation(40)):
+        out_mz, out_intensity = preprocess(mz[order], intensity[order], 1000.0, 2, config)
+        np.testing.assert_array_equal(out_mz, mz[kept], err_msg=f"file order {order}")
+        expected = np.sqrt(intensity[kept]) / np.linalg.norm(np.sqrt(intensity[kept]))
+        np.testing.assert_allclose(out_intensity, expected, rtol=1e-6)
+
+
+def test_equal_mz_peaks_keep_file_order_and_duplicates():
+    """A stable m/z sort: peaks sharing an m/z come out in file order (numba's quicksort
+    reorders them), and exact duplicates are kept (Casanovo does not deduplicate)."""
     rng = np.random.default_rng(0)
-    for n in [0, 1, 2, 15, 16, 17, 40, 300, 1000]:
-        for values in (rng.integers(0, 4, n), rng.integers(0, 50, n), np.sort(rng.random(n))):
-            values = values.astype(np.float32)
-            np.testing.assert_array_equal(
-                _numba_quicksort_argsort(values), numba_argsort(values), err_msg=f"n={n}"
-            )
+    mz = rng.permutation(np.repeat([300.0, 200.0, 100.0], 20))
+    intensity = rng.integers(1, 100, 60).astype(np.float64) ** 2
+    intensity[mz == 300.0] = 25.0  # 20 identical peaks
+    config = PreprocessConfig(n_peaks=60, min_peaks=1, min_intensity=0.0)
+    out_mz, out_intensity = preprocess(mz, intensity, 1000.0, 2, config)
+    np.testing.assert_array_equal(out_mz, np.repeat([100.0, 200.0, 300.0], 20))
+    in_file_order = np.concatenate([np.sqrt(intensity[mz == m]) for m in (100.0, 200.0, 300.0)])
+    np.testing.assert_allclose(out_intensity, in_file_order / np.linalg.norm(in_file_order), 1e-6)
+
+
+def _median_of_three_killer(n: int) -> np.ndarray:
+    """[n] values whose order makes a median-of-three quicksort quadratic (McIlroy, "A killer
+    adversary for quicksort", 1999), built for numba's (spectrum_utils') partition: each
+    pass pivots on the second smallest value, so each removes 2 of n. The last <= 15 values
+    are equal: duplicates, which is what sent zoo's old code to its pure-Python quicksort."""
+    position = list(range(n))  # position -> which value slot sits there as the sort runs
+    value = [0] * n
+    low, high, next_value = 0, n - 1, 0
+    while high - low >= 15:
+        mid = (low + high) >> 1
+        value[position[low]], value[position[mid]] = next_value, next_value + 1
+        next_value += 2
+        position[high], position[mid] = position[mid], position[high]  # pivot to the end
+        position[low + 1], position[high] = position[high], position[low + 1]  # and back
+        low += 2
+    for i in range(low, high + 1):
+        value[position[i]] = next_value
+    return np.array(value, dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _fails_after(seconds: float, what: str):
+    """Fails the test once `seconds` have passed (SIGALRM; main thread only, else only timed),
+    so a regression to a quadratic sort fails instead of hanging the suite."""
+
+    def expire(signum, frame):
+        raise AssertionError(f"{what} did not finish in {seconds} s")
+
+    armed = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+    if armed:
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    assert time.perf_counter() - start < seconds, f"{what} took over {seconds} s"
+
+
+def _adversarial(pattern: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mz, intensity) of n peaks in an order crafted against quicksort. In (stable) m/z order
+    the intensities are in killer order with the top 1000 equal: a tie at the n_peaks cut,
+    the other place zoo's old code went to its pure-Python quicksort."""
+    if pattern == "killer_mz":  # duplicate m/z (the last 15 or so), killer order
+        mz = 100.0 + _median_of_three_killer(n) * 1e-3  # 100 .. 1100
+    elif pattern == "sawtooth_mz":  # 1000 m/z values, each n / 1000 times, descending runs
+        mz = 1100.0 - (np.arange(n) % 1000).astype(np.float64)
+    else:  # "killer_intensity": distinct m/z, descending; the attack is on the cut alone
+        mz = 1100.0 - np.arange(n) * 1e-3
+    intensity = np.empty(n)
+    intensity[np.argsort(mz, kind="stable")] = np.minimum(_median_of_three_killer(n), n - 1000) + 1
+    return mz, intensity
+
+
+@pytest.mark.parametrize("pattern", ["killer_mz", "sawtooth_mz", "killer_intensity"])
+def test_million_adversarial_peaks_preprocess_in_bounded_time(pattern):
+    """The denial of service: 1M peaks with duplicate m/z or tied intensities in a crafted
+    order took zoo's old pure-Python quicksort hours (quadratic: 20k peaks 5 s); NumPy's
+    stable sort takes about a second. 20 s is a safety net on a loaded 2-core machine."""
+    n = 1_000_000
+    mz, intensity = _adversarial(pattern, n)
+    with _fails_after(20.0, f"preprocess of 1M {pattern} peaks"):
+        out_mz, out_intensity = preprocess(mz, intensity, 3000.0, 2)
+    # The 1000 most intense peaks are tied: the 150 kept are the last of them in m/z order.
+    in_mz_order = intensity[np.argsort(mz, kind="stable")]
+    expected = np.sort(mz)[np.flatnonzero(in_mz_order == in_mz_order.max())[-150:]]
+    assert (in_mz_order == in_mz_order.max()).sum() == 1000
+    np.testing.assert_array_equal(out_mz, expected)
+    np.testing.assert_allclose(out_intensity, np.full(150, 1 / np.sqrt(150)), rtol=1e-6)

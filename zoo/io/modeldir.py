@@ -78,19 +78,40 @@ def read_run_config(path: str, tasks: Sequence[str], flag: str = "--checkpoint")
 
 
 def _latest_state(workdir: str) -> epath.Path:
+    """WORKDIR/checkpoints/<newest step>/state, passing over step folders that are obviously
+    incomplete (empty, or no state/_METADATA): `zoo train` moves damaged steps aside when it
+    resumes, but a reader (init_from, zoo translate) may come to the workdir first."""
     ckpt_dir = as_path(workdir) / "checkpoints"
     steps = (
-        sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+        sorted((int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()), reverse=True)
         if ckpt_dir.is_dir()
         else []
     )
-    if not steps:
+    skipped = []
+    for step in steps:
+        state = ckpt_dir / str(step) / "state"
+        if (state / "_METADATA").exists():
+            if skipped:
+                logging.getLogger(__name__).warning(
+                    "%s: passed over incomplete checkpoint steps %s (no state/_METADATA); "
+                    "reading step %d",
+                    workdir,
+                    skipped,
+                    step,
+                )
+            return state
+        skipped.append(step)
+    if skipped:
         raise FileNotFoundError(
-            f"{workdir} is neither a zoo model directory (no model.json) nor a training "
-            "workdir with a finished checkpoint (no checkpoints/<step>/); pass the output of "
-            "`zoo convert` or a workdir of `zoo train`"
+            f"{workdir} has no complete checkpoint: checkpoints/{{{','.join(map(str, skipped))}}} "
+            "have no state/_METADATA (damaged or unfinished); pass another workdir or a "
+            "`zoo convert` model directory"
         )
-    return ckpt_dir / str(steps[-1]) / "state"
+    raise FileNotFoundError(
+        f"{workdir} is neither a zoo model directory (no model.json) nor a training "
+        "workdir with a finished checkpoint (no checkpoints/<step>/); pass the output of "
+        "`zoo convert` or a workdir of `zoo train`"
+    )
 
 
 def restore_numpy(path) -> Any:
@@ -132,4 +153,18 @@ def check_compatible(params: Any, abstract_params: Any, source: str) -> None:
                 f"parameters from {source} do not fit this model: {key} is {shape(a)} there "
                 f"but {shape(b)} here; make the recipe's model config match the checkpoint "
                 "(or drop train.init_from)"
+            )
+
+
+def check_fits(params: Any, shapes: dict[str, tuple[int, ...]], source: str, fix: str) -> None:
+    """Clear error unless `params` (read from `source`) has exactly these '/'-joined paths
+    and shapes (a model.json edited after `params/` was written, or a mismatched pair)."""
+    have = traverse_util.flatten_dict(params, sep="/")
+    for key in sorted(set(have) | set(shapes)):
+        a = tuple(np.shape(have[key])) if key in have else None
+        b = tuple(shapes[key]) if key in shapes else None
+        if a != b:
+            raise ValueError(
+                f"{source}: parameter {key} is {list(a) if a else 'absent'} in params/ but the "
+                f"model config makes it {list(b) if b else 'absent'}; {fix}"
             )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import sentencepiece
 from flax import traverse_util
 from flax.linen import meta
 from safetensors.numpy import save_file
@@ -224,9 +226,9 @@ def _config_from_fairseq(ckpt: Any, state: dict[str, np.ndarray], path: str) -> 
             stacklevel=3,
         )
         fields.update(num_heads=heads)
-        return MBartConfig(**fields)
+        return _checked(MBartConfig(**fields), path)
     act = args.get("activation_fn", "gelu")
-    if act not in _FAIRSEQ_ACTIVATIONS:
+    if not isinstance(act, str) or act not in _FAIRSEQ_ACTIVATIONS:
         raise ValueError(
             f"{path}: args.activation_fn={act!r} is not supported; "
             f"supported: {sorted(_FAIRSEQ_ACTIVATIONS)}"
@@ -242,7 +244,15 @@ def _config_from_fairseq(ckpt: Any, state: dict[str, np.ndarray], path: str) -> 
         activation_dropout=args.get("activation_dropout", args.get("relu_dropout", 0.0)),
         scale_embedding=not args.get("no_scale_embedding", False),
     )
-    return MBartConfig(**fields)
+    return _checked(MBartConfig(**fields), path)
+
+
+def _checked(config: MBartConfig, path: str) -> MBartConfig:
+    try:
+        config.validate()
+    except ValueError as e:
+        raise ValueError(f"{path}: its args do not describe a valid mBART: {e}") from None
+    return config
 
 
 # ----------------------------------------------------------------------------- state <-> params
@@ -355,12 +365,26 @@ def load_mbart(
     fairseq checkpoint file (*.pt), or a directory holding fairseq's model.pt.
     config: overrides the config read from the checkpoint (shapes are still checked).
     Raises FileNotFoundError for a missing path, ValueError for a checkpoint whose tensors
-    do not match the config (naming the key, both shapes, the file and the fix).
+    do not match the config (naming the key, both shapes, the file and the fix), or one that
+    is not an mBART checkpoint at all.
     """
+    try:
+        return _load_mbart(src, config=config)
+    except (TypeError, AttributeError, IndexError, OverflowError) as e:
+        # A checkpoint from a stranger can hold any structure; never a traceback for it.
+        raise ValueError(
+            f"{os.fspath(src)}: not an mBART checkpoint this loader understands "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
+
+
+def _load_mbart(
+    src: str | os.PathLike, *, config: MBartConfig | None = None
+) -> tuple[MBart, dict[str, Any]]:
     src = os.fspath(src)
     if not os.path.exists(src):
         hint = ""
-        if src.count("/") == 1 and not src.startswith((".", "/")):
+        if is_hub_name(src):
             hint = (
                 f"; {src!r} looks like a Hub name: download it on a machine with network "
                 f"(zoo.mbart.convert.hub_download({src!r}, cache_dir) or "
@@ -395,9 +419,23 @@ def load_mbart(
                 f"{config_path} is missing (needed next to {weights}); copy the checkpoint's "
                 "config.json there or pass load_mbart(..., config=MBartConfig(...))"
             )
-        with open(config_path) as f:
-            config = MBartConfig.from_hf_config(json.load(f))
+        try:
+            config = MBartConfig.from_hf_config(_read_json(config_path))
+        except ValueError as e:
+            raise ValueError(f"{config_path}: {str(e).removeprefix('config.json ')}") from None
     return MBart(config), params_from_hf_state(state, config, weights)
+
+
+def _read_json(path: str) -> dict:
+    """A JSON object file, or one clear error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _load_fairseq(path: str, config: MBartConfig | None) -> tuple[MBart, dict[str, Any]]:
@@ -432,6 +470,18 @@ def save_mbart_hf(config: MBartConfig, params: Any, out_dir: str | os.PathLike) 
 
 
 _OFFLINE_VALUES = ("1", "true", "yes", "on")
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_FILE_ENDINGS = (".pt", ".bin", ".ckpt", ".json", ".safetensors", ".model")
+
+
+def is_hub_name(src: str) -> bool:
+    """Whether `src` (not a local path) reads as a Hub repo id `org/name`: exactly one slash,
+    no file ending, and no local folder called `org` (`runs/mbrat` is a mistyped path)."""
+    return (
+        _HUB_NAME.fullmatch(src) is not None
+        and not src.endswith(_FILE_ENDINGS)
+        and not os.path.isdir(src.split("/")[0])
+    )
 
 
 def hub_download(name: str, cache_dir: str | os.PathLike) -> str:
@@ -476,6 +526,7 @@ def hub_download(name: str, cache_dir: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- zoo model dirs
 
 SPM_NAMES = ("sentencepiece.bpe.model", "sentence.bpe.model", "spm.model")
+_FITS_FIX = "the directory's model.json (or config.json) no longer describes its params/"
 
 
 def load(src: str | os.PathLike) -> tuple[MBart, dict[str, Any]]:
@@ -492,7 +543,9 @@ def load(src: str | os.PathLike) -> tuple[MBart, dict[str, Any]]:
         if meta_["family"] != "mbart":
             raise ValueError(f"{src} holds a {meta_['family']} model, not mbart")
         config = MBartConfig.from_dict(meta_["config"])
-        return MBart(config), modeldir.load_params(src)
+        params = modeldir.load_params(src)
+        modeldir.check_fits(params, param_shapes(config), src, _FITS_FIX)
+        return MBart(config), params
     if os.path.isdir(os.path.join(src, "checkpoints")) and os.path.exists(
         os.path.join(src, "config.json")
     ):
@@ -501,8 +554,22 @@ def load(src: str | os.PathLike) -> tuple[MBart, dict[str, Any]]:
         params = modeldir.load_params(src)
         if not fields.get("vocab_size"):  # 0 in a recipe = the tokenizer's: read it off the params
             fields["vocab_size"] = int(np.shape(params["shared"]["embedding"])[0])
-        return MBart(MBartConfig.from_dict(fields)), params
+        config = MBartConfig.from_dict(fields)
+        modeldir.check_fits(params, param_shapes(config), src, _FITS_FIX)
+        return MBart(config), params
     return load_mbart(src)
+
+
+def check_sentencepiece(path: str, flag: str) -> None:
+    """A clear error unless `path` is a sentencepiece model file (`flag` gave it)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} {path} does not exist")
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as e:
+        raise ValueError(
+            f"{flag} {path} is not a sentencepiece model ({' '.join(str(e).split())[:120]})"
+        ) from None
 
 
 def _find_spm(src: str) -> str | None:
@@ -521,11 +588,15 @@ def convert(
     cache_dir: str = "checkpoints",
 ) -> str:
     """transformers / fairseq mBART (local path, or Hub name with network) -> a zoo model dir."""
-    if not os.path.exists(src) and src.count("/") == 1:
+    if not os.path.exists(src):
+        if not is_hub_name(src):
+            raise FileNotFoundError(f"{src} does not exist (no such file or directory)")
         src = hub_download(src, cache_dir)  # says clearly when offline
     model, params = load_mbart(src)
     config = model.config
     spm = spm or _find_spm(src)
+    if spm:  # refuse a broken tokenizer now, not at the first `zoo translate`
+        check_sentencepiece(spm, "--spm")
     if style is None:
         style = "mbart50" if config.vocab_size == 250054 else "cc25"
     files = {"sentencepiece.bpe.model": spm} if spm else {}

@@ -23,7 +23,7 @@ from typing import Any
 
 import jax
 
-from zoo.nn import encoder_decoder
+from zoo.nn import checks, encoder_decoder
 
 # transformers' activation_function names -> ours (`zoo.nn.layers.ACTIVATIONS`).
 _HF_ACTIVATIONS = {
@@ -33,6 +33,14 @@ _HF_ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_tanh",
 }
 _OUR_TO_HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new"}
+# Our config fields -> transformers' config.json keys, for error messages.
+_OUR_TO_HF_FIELD = {
+    "num_heads": "encoder_attention_heads",
+    "decoder_num_heads": "decoder_attention_heads",
+    "mlp_dim": "encoder_ffn_dim",
+    "decoder_mlp_dim": "decoder_ffn_dim",
+    "max_length": "max_position_embeddings",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,11 @@ class MBartConfig(encoder_decoder.TransformerConfig):
 
     def validate(self) -> None:
         super().validate()
+        for field in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            checks.int_in(f"model.{field}", getattr(self, field), 0, self.vocab_size - 1)
+        for field in ("decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id"):
+            if getattr(self, field) is not None:
+                checks.int_in(f"model.{field}", getattr(self, field), 0, self.vocab_size - 1)
         if self.positions != "learned" or self.position_offset != 2:
             raise ValueError(
                 f"mBART uses learned positions with offset 2, got positions={self.positions!r}, "
@@ -96,7 +109,7 @@ class MBartConfig(encoder_decoder.TransformerConfig):
                 "output projection to the shared embedding"
             )
         act = hf.get("activation_function", "gelu")
-        if act not in _HF_ACTIVATIONS:
+        if not isinstance(act, str) or act not in _HF_ACTIVATIONS:
             raise ValueError(
                 f"config.json activation_function={act!r} is not supported; "
                 f"supported: {sorted(_HF_ACTIVATIONS)}"
@@ -132,10 +145,11 @@ class MBartConfig(encoder_decoder.TransformerConfig):
         try:
             config.validate()
         except ValueError as e:
-            raise ValueError(
-                f"config.json does not describe a valid mBART: {e} (num_heads/decoder_num_heads "
-                "come from encoder_attention_heads/decoder_attention_heads)"
-            ) from e
+            message = str(e)
+            for ours, theirs in _OUR_TO_HF_FIELD.items():
+                message = message.replace(f"model.{ours}=", f"{theirs}=")
+            message = message.replace("model.", "")
+            raise ValueError(f"config.json does not describe a valid mBART: {message}") from None
         return config
 
     def to_hf_config(self) -> dict[str, Any]:
@@ -190,7 +204,9 @@ class MBartConfig(encoder_decoder.TransformerConfig):
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown MBartConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        config = cls(**d)
+        config.validate()
+        return config
 
 
 class MBart(encoder_decoder.EncoderDecoder):

@@ -55,8 +55,8 @@ class MBartTextTask(Task):
         ):
             raise ValueError(
                 f"model.vocab_size={fields['vocab_size']} but the tokenizer "
-                f"{config.task.spm_model} has {tok.vocab_size} ids; set model.vocab_size=0 to "
-                "take the tokenizer's"
+                f"{config.task.spm_model} has {tok.vocab_size} ids; set "
+                "--config.model.vocab_size=0 to take the tokenizer's"
             )
         self.model_config = MBartConfig.from_dict(fields)
         self.model = MBart(self.model_config)
@@ -109,6 +109,11 @@ class MBartTextTask(Task):
         """task.spm_model in mBART's id layout and task.tokenizer_style's format."""
         if self._tokenizer is None:
             t = self.config.task
+            if not t.spm_model:
+                raise ValueError(
+                    "task.spm_model is not set; pass --config.task.spm_model=PATH (a model "
+                    "trained with `zoo spm`, or a checkpoint's sentencepiece.bpe.model)"
+                )
             self._tokenizer = MBartTokenizer(
                 os.path.expanduser(t.spm_model), style=t.tokenizer_style
             )

@@ -91,17 +91,26 @@ class MBartTokenizer:
             raise ValueError(f"languages must be non-empty and unique; got {languages}")
         if (spm_path is None) == (model_proto is None):
             raise ValueError("pass exactly one of spm_path or model_proto")
-        if model_proto is not None:
-            path = Path("<in-memory sentencepiece model>")
-            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        else:
-            path = Path(spm_path)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"sentencepiece model {path} does not exist; pass the checkpoint's "
-                    "sentencepiece.bpe.model or train one with train_sentencepiece()"
-                )
-            self._sp = spm.SentencePieceProcessor(model_file=os.fspath(path))
+        try:
+            if model_proto is not None:
+                path = Path("<in-memory sentencepiece model>")
+                self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+            else:
+                path = Path(spm_path)
+                if not str(spm_path) or not path.is_file():
+                    what = "is not a file" if path.exists() else "does not exist"
+                    raise FileNotFoundError(
+                        f"sentencepiece model {str(spm_path)!r} {what}; pass the checkpoint's "
+                        "sentencepiece.bpe.model or train one with `zoo spm`"
+                    )
+                self._sp = spm.SentencePieceProcessor(model_file=os.fspath(path))
+        except FileNotFoundError:
+            raise
+        except (RuntimeError, OSError) as e:  # sentencepiece's "could not parse ModelProto"
+            raise ValueError(
+                f"{path} is not a sentencepiece model ({' '.join(str(e).split())[:120]}); pass "
+                "the checkpoint's sentencepiece.bpe.model or train one with `zoo spm`"
+            ) from None
         control = (self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id())
         if control != (0, 1, 2):
             # The fixed +1 offset below only reproduces fairseq's dictionary for this layout.
@@ -352,8 +361,19 @@ def main(args) -> int:
     for f in args.input:
         if not os.path.exists(f):
             raise FileNotFoundError(f"--input {f} does not exist")
-    path = train_sentencepiece(
-        args.model_prefix, args.vocab_size, files=args.input, model_type=args.model_type
-    )
+    for f in args.input:
+        if not os.path.isfile(f):
+            raise ValueError(f"--input {f} is not a file")
+    if args.vocab_size < 1:
+        raise ValueError(f"--vocab-size {args.vocab_size} must be a positive number of pieces")
+    try:
+        path = train_sentencepiece(
+            args.model_prefix, args.vocab_size, files=args.input, model_type=args.model_type
+        )
+    except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars"
+        raise ValueError(
+            f"sentencepiece refused --vocab-size {args.vocab_size} for {args.input}: "
+            f"{' '.join(str(e).split())[:200]}"
+        ) from None
     print(f"zoo: wrote {path} (mBART id layout: unk 0, bos 1, eos 2 in sentencepiece)")
     return 0

@@ -11,6 +11,9 @@ cached `decode_step`; sentences are batched by length so that few shapes get com
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,8 +26,11 @@ from tqdm import tqdm
 from zoo.decode import search
 from zoo.io import modeldir
 from zoo.mbart import model as mbart
+from zoo.mbart.convert import param_shapes
 from zoo.mbart.tasks import TranslationTask, translation_config
 from zoo.mbart.tokenizer import MBartTokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,24 @@ class TranslateOptions:
     diverse_groups: int = 1  # > 1: diverse beam search with this many groups of beams
     diversity: float = 0.0  # Hamming diversity strength between groups
     batch_size: int = 32  # sentences per generation call (a memory / speed trade-off)
+
+    def check(self) -> None:
+        """One clear line, naming the `zoo translate` flag, for an option out of range."""
+        ints = {"beam": 1, "max_len_b": 0, "diverse_groups": 1, "batch_size": 1}
+        for field, lo in ints.items():
+            v = getattr(self, field)
+            if type(v) is not int or v < lo:
+                raise ValueError(f"--{field.replace('_', '-')} {v!r} must be an integer >= {lo}")
+        for field in ("length_penalty", "max_len_a", "diversity"):
+            v = getattr(self, field)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"--{field.replace('_', '-')} {v!r} must be a finite number")
+        if self.max_len_a < 0 or self.diversity < 0:
+            raise ValueError("--max-len-a and --diversity must be >= 0")
+        if self.beam % self.diverse_groups:
+            raise ValueError(
+                f"--diverse-groups {self.diverse_groups} must divide --beam {self.beam}"
+            )
 
 
 def translate(
@@ -59,7 +83,18 @@ def translate(
     after each batch (progress bars).
     """
     o, tok = options, tokenizer
+    o.check()
     limit = model.config.max_length
+    long = [n for n, text in enumerate(sentences) if len(tok.encode(text, src_lang)) > limit]
+    if long:  # cut to the position table, and said so: never silently
+        shown = ", ".join(str(n + 1) for n in long[:10]) + (", ..." if len(long) > 10 else "")
+        log.warning(
+            "%d input lines are longer than the model's %d positions and were cut to fit "
+            "(lines %s)",
+            len(long),
+            limit,
+            shown,
+        )
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     out: list[str] = [""] * len(sentences)
     start_id = tok.decoder_start_id(tgt_lang)
@@ -118,16 +153,43 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def read_lines(path: str | None) -> list[str]:
+    """The lines of `path` (None: stdin) as UTF-8 text, newlines stripped; a line that is not
+    UTF-8 is one clear error naming it."""
+    if path is not None and os.path.isdir(path):
+        raise ValueError(f"--input {path} is a directory; pass a text file, one sentence a line")
+    where = f"--input {path}" if path else "stdin"
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(f"--input {path} does not exist")
+    if path is None and not hasattr(sys.stdin, "buffer"):  # already text (e.g. a StringIO)
+        return [line.rstrip("\n") for line in sys.stdin]
+    stream = open(path, "rb") if path else sys.stdin.buffer
+    lines = []
+    with stream:
+        for n, raw in enumerate(stream, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\n").removesuffix("\r"))
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{where}, line {n}: byte {raw[e.start]:#04x} at column {e.start + 1} is not "
+                    "UTF-8 text; convert the input to UTF-8 (e.g. iconv -t UTF-8)"
+                ) from None
+    return lines
+
+
 def main(args) -> int:
     """`zoo translate --checkpoint DIR --src-lang en_XX --tgt-lang de_DE [--input FILE]`."""
     task = TranslationTask(translation_config(args.checkpoint, args.src_lang, args.tgt_lang))
     tok = task.tokenizer()
     tok.lang_id(args.src_lang), tok.lang_id(args.tgt_lang)  # unknown codes: clear error now
     params = modeldir.load_params(args.checkpoint)
-    stream = open(args.input) if args.input else sys.stdin
-    with stream:
-        lines = [line.rstrip("\n") for line in stream]
-    bar = tqdm(total=len(lines), unit="sent", disable=not args.input, file=sys.stderr)
+    modeldir.check_fits(
+        params,
+        param_shapes(task.model_config),
+        args.checkpoint,
+        "the directory's model.json (or config.json) no longer describes its params/",
+    )
+    lines = read_lines(args.input)
     options = TranslateOptions(
         beam=args.beam,
         length_penalty=args.length_penalty,
@@ -136,6 +198,8 @@ def main(args) -> int:
         diverse_groups=args.diverse_groups,
         diversity=args.diversity,
     )
+    options.check()
+    bar = tqdm(total=len(lines), unit="sent", disable=not args.input, file=sys.stderr)
     out = translate(
         task.model,
         params,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from zoo.nn import layers
+from zoo.nn import checks, layers
 from zoo.nn.cache import BEAM_SHARED
 
 
@@ -56,6 +56,27 @@ class TransformerConfig:
         return self.decoder_mlp_dim or self.mlp_dim
 
     def validate(self) -> None:
+        """Every field of a real model's range (a config from a file may ask for anything)."""
+        for field in ("d_model", "mlp_dim"):
+            checks.int_in(f"model.{field}", getattr(self, field), 1, checks.MAX_WIDTH)
+        checks.int_in("model.vocab_size", self.vocab_size, 1, checks.MAX_VOCAB)
+        checks.int_in("model.num_heads", self.num_heads, 1, checks.MAX_HEADS)
+        for field in ("encoder_layers", "decoder_layers"):
+            checks.int_in(f"model.{field}", getattr(self, field), 0, checks.MAX_LAYERS)
+        checks.int_in("model.max_length", self.max_length, 1, checks.MAX_LENGTH)
+        checks.int_in("model.position_offset", self.position_offset, 0, 64)
+        if self.decoder_num_heads is not None:
+            checks.int_in("model.decoder_num_heads", self.decoder_num_heads, 1, checks.MAX_HEADS)
+        if self.decoder_mlp_dim is not None:
+            checks.int_in("model.decoder_mlp_dim", self.decoder_mlp_dim, 1, checks.MAX_WIDTH)
+        for field in ("dropout", "attention_dropout", "activation_dropout"):
+            checks.fraction(f"model.{field}", getattr(self, field))
+        checks.positive("model.layer_norm_eps", self.layer_norm_eps, 1.0)
+        checks.one_of("model.activation", self.activation, layers.ACTIVATIONS)
+        checks.one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        for field in ("layernorm_embedding", "scale_embedding", "final_logits_bias"):
+            if type(getattr(self, field)) is not bool:
+                raise ValueError(f"model.{field}={getattr(self, field)!r} must be true or false")
         for field, heads in (("num_heads", self.num_heads), ("decoder_num_heads", self.dec_heads)):
             if self.d_model % heads:
                 raise ValueError(

@@ -45,6 +45,7 @@ from flax import traverse_util
 from flax.linen import meta
 
 from zoo.io import modeldir, torch_pickle
+from zoo.io.safe_pickle import short_repr
 from zoo.peptide import residues as zres
 from zoo.peptide.model import PeptideConfig, PeptideModel, TokenLayout
 
@@ -143,7 +144,12 @@ def _get(state: dict, key: str, path: str) -> np.ndarray:
             f"{path}: state_dict has no {key!r}; not a Casanovo 5 (depthcharge 0.4) checkpoint "
             f"of the expected size (keys start with: {sorted(state)[:4]})"
         )
-    return np.asarray(state[key], np.float32)
+    value = state[key]
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        raise CasanovoFormatError(
+            f"{path}: state_dict[{key!r}] is {type(value).__name__}, not a numeric tensor"
+        )
+    return np.asarray(value, np.float32)
 
 
 def _convert(kind: str, state: dict, key: str, c: PeptideConfig, path: str) -> np.ndarray:
@@ -188,6 +194,13 @@ def _our_name(token: str, masses: dict[str, float]) -> str:
 def _residues_from_tokenizer(tokenizer: Any, path: str) -> tuple[zres.Residues, dict[str, str]]:
     """(our Residues, {our name: Casanovo name})."""
     masses = getattr(tokenizer, "residues", None)
+    if isinstance(masses, dict) and not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+        for k, v in masses.items()
+    ):
+        raise CasanovoFormatError(
+            f"{path}: hyper_parameters['tokenizer'] residues are not token -> mass numbers"
+        )
     if not isinstance(masses, dict) or not masses:
         raise CasanovoFormatError(
             f"{path}: hyper_parameters['tokenizer'] has no residue masses; not a Casanovo 5 "
@@ -280,7 +293,29 @@ def load_casanovo(ckpt_path: str | os.PathLike) -> tuple[PeptideConfig, dict, Ca
     The params plug into `PeptideModel(config)`; encoder outputs and decoder logits equal
     Casanovo's on the same float32 inputs (Casanovo's class order permuted to ours).
     """
-    return from_checkpoint(torch_pickle.load(str(ckpt_path)), str(ckpt_path))
+    path = str(ckpt_path)
+    ckpt = torch_pickle.load(path)
+    try:
+        return from_checkpoint(ckpt, path)
+    except (TypeError, AttributeError, IndexError, KeyError, OverflowError) as e:
+        # A checkpoint from a stranger can hold any structure; never a traceback for it.
+        raise CasanovoFormatError(
+            f"{path}: not a Casanovo 5 checkpoint this importer understands "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
+
+
+def _hparam(hp: dict, key: str, default: Any, path: str) -> Any:
+    """hyper_parameters[key]: an int (or, for a float default, a number) as the file says."""
+    value = hp.get(key, default)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(default):
+        raise CasanovoFormatError(
+            f"{path}: hyper_parameters {key}={short_repr(value)} is a {type(value).__name__}, "
+            f"not a {type(default).__name__}"
+        )
+    return value
 
 
 def from_checkpoint(ckpt: Any, path: str) -> tuple[PeptideConfig, dict, CasanovoMeta]:
@@ -325,17 +360,20 @@ def from_checkpoint(ckpt: Any, path: str) -> tuple[PeptideConfig, dict, Casanovo
         mode="ar",
         n_residues=len(residues.tokens),
         d_model=int(emb.shape[1]),
-        n_heads=int(hp.get("n_head", 8)),
+        n_heads=_hparam(hp, "n_head", 8, path),
         d_ff=int(ff.shape[0]),
         encoder_layers=count("encoder.transformer_encoder.layers."),
         ar_layers=count("decoder.transformer_decoder.layers."),
         nar_layers=0,
-        dropout=float(hp.get("dropout", 0.0)),
+        dropout=_hparam(hp, "dropout", 0.0, path),
         max_charge=int(_get(state, "decoder.charge_encoder.weight", path).shape[0]),
-        max_peptide_len=int(hp.get("max_peptide_len", 100)),
+        max_peptide_len=_hparam(hp, "max_peptide_len", 100, path),
         reverse=bool(getattr(tokenizer, "reverse", True)),
     )
-    config.validate()
+    try:
+        config.validate()  # ranges a real model has, before anything is allocated for it
+    except ValueError as e:
+        raise CasanovoFormatError(f"{path}: hyper-parameters out of range: {e}") from None
     flat: dict[str, np.ndarray] = {}
     used = set(_TOKEN_KEYS)
     for ours, theirs, kind in _entries(config):
@@ -414,7 +452,11 @@ def load_model_dir(path: str | os.PathLike) -> tuple[PeptideConfig, Any, zres.Re
             "directory written by `zoo convert casanovo` or a peptide training run"
         )
     config = PeptideConfig(**info["config"])
-    return config, modeldir.load_params(str(path)), residues_from_json(info["tokenizer"])
+    config.validate()
+    params = modeldir.load_params(str(path))
+    fix = "its model.json no longer describes its params/; convert the checkpoint again"
+    modeldir.check_fits(params, param_shapes(config), str(path), fix)
+    return config, params, residues_from_json(info["tokenizer"])
 
 
 def convert(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike) -> None:

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from zoo.nn import layers
+from zoo.nn import checks, layers
 from zoo.nn.cache import BEAM_SHARED
 
 MODES = ("ar", "nar", "hybrid")
@@ -175,19 +175,27 @@ class PeptideConfig:
         return self.mode in ("nar", "hybrid")
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"model.mode={self.mode!r}; use one of {MODES}")
+        """Every field of a real model's range (a checkpoint's hyper-parameters may ask for
+        anything, e.g. max_peptide_len=1e9)."""
+        checks.one_of("model.mode", self.mode, MODES)
+        checks.int_in("model.n_residues", self.n_residues, 1, 4096)
+        checks.int_in("model.d_model", self.d_model, 4, checks.MAX_WIDTH)
+        checks.int_in("model.n_heads", self.n_heads, 1, checks.MAX_HEADS)
+        checks.int_in("model.d_ff", self.d_ff, 1, checks.MAX_WIDTH)
+        for field in ("encoder_layers", "ar_layers", "nar_layers"):
+            checks.int_in(f"model.{field}", getattr(self, field), 0, checks.MAX_LAYERS)
+        checks.fraction("model.dropout", self.dropout)
+        checks.int_in("model.max_charge", self.max_charge, 1, 100)
+        checks.int_in("model.nar_slots", self.nar_slots, 1, 4096)
+        # Peptides of ~50 residues are long; 1000 covers any protein fragment a spectrum holds.
+        checks.int_in("model.max_peptide_len", self.max_peptide_len, 1, 1000)
+        if type(self.reverse) is not bool:
+            raise ValueError(f"model.reverse={self.reverse!r} must be true or false")
+        checks.one_of("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model={self.d_model} is not divisible by model.n_heads="
                 f"{self.n_heads}; pick a head count that divides the width"
-            )
-        if self.d_model < 4:
-            raise ValueError(f"model.d_model={self.d_model}; the sinusoids need at least 4")
-        if self.n_residues < 1 or self.max_charge < 1 or self.nar_slots < 1:
-            raise ValueError(
-                f"model.n_residues={self.n_residues}, model.max_charge={self.max_charge}, "
-                f"model.nar_slots={self.nar_slots}: each must be at least 1"
             )
 
 

@@ -25,7 +25,7 @@ from zoo.peptide import mass_control as pmc
 from zoo.peptide import residues as zres
 from zoo.peptide import search as ar_search_lib
 from zoo.peptide.model import PeptideConfig, PeptideModel, TokenLayout
-from zoo.peptide.task import DenovoTask, residues_from_config
+from zoo.peptide.task import DenovoTask, model_config, residues_from_config
 
 DECODERS = ("ar", "nar", "nar_pmc", "hybrid")
 
@@ -243,8 +243,11 @@ def load_model(checkpoint: str):
         config, params, residues = casanovo.load_model_dir(checkpoint)
         return config, params, residues, None
     c = modeldir.read_run_config(checkpoint, [DenovoTask.name])
-    config = PeptideConfig(**c.model.to_dict())
-    return config, modeldir.load_params(checkpoint), residues_from_config(c), c
+    config = model_config(c)
+    params = modeldir.load_params(checkpoint)
+    fix = "its config.json no longer describes its checkpoints"
+    modeldir.check_fits(params, casanovo.param_shapes(config), checkpoint, fix)
+    return config, params, residues_from_config(c), c
 
 
 def main(args) -> int:

@@ -18,7 +18,9 @@ uses, reads them); lines starting with #, ;, ! or / are comments. Malformed reco
 PEPMASS or CHARGE, a peak line that is not two numbers, no peaks, a SEQ with an unknown residue,
 a file cut before END IONS, ...) raise `MgfError` naming the file, the record (index and
 TITLE), the line, the field and the fix; with on_error="skip" they are skipped and counted per
-reason in an `MgfReport` instead. A record is never silently altered.
+reason in an `MgfReport` instead. A record is never silently altered. A record with more than
+`max_peak_lines` peak lines is not read (bounded memory and time) and is always skipped and
+counted as "too_many_peaks", whatever on_error says.
 
     spectra, report = read_mgf("run.mgf", on_error="skip")
     mz, intensity = preprocess(s.mz, s.intensity, s.precursor_mz, s.precursor_charge)
@@ -46,6 +48,10 @@ ON_ERROR = ("raise", "skip")
 _COMMENT = ("#", ";", "!", "/")
 _CHARGE = re.compile(r"^([+-]?)(\d+)([+-]?)$")
 _EXAMPLES_PER_REASON = 3
+# Peak lines read per record at most. Centroided MS/MS spectra have hundreds to a few thousand
+# peaks (Casanovo keeps 150); 100k lines is already a profile-mode scan or an attack, and reading
+# that many (~40 MB of Python objects at peak) is the most one record may cost.
+MAX_PEAK_LINES = 100_000
 
 
 @dataclasses.dataclass(eq=False)
@@ -88,7 +94,8 @@ class MgfReport:
 
     read: records returned. skipped: reason -> count (reasons: missing_pepmass, bad_pepmass,
     missing_charge, bad_charge, bad_peak, no_peaks, bad_peptide, bad_field, duplicate_field,
-    truncated, stray_text; a TFDS build adds the preprocessing reasons of `LowQualitySpectrum`).
+    truncated, stray_text, too_many_peaks; a TFDS build adds the preprocessing reasons of
+    `LowQualitySpectrum`).
     examples: reason -> the first few error messages, so a report says where to look.
     """
 
@@ -139,6 +146,8 @@ _FIXES = {
     "duplicate_field": "keep one line per field in each record",
     "truncated": "the record has no END IONS; re-export or re-download the file",
     "stray_text": "text outside BEGIN IONS ... END IONS after the first record; remove it",
+    "too_many_peaks": "centroid the spectrum (MS/MS spectra have hundreds to a few thousand "
+    "peaks), or read with a larger max_peak_lines",
 }
 
 
@@ -151,7 +160,17 @@ class _Record:
         self.params: dict[str, tuple[int, str]] = {}  # KEY -> (line number, value)
         self.peaks: list[str] = []
         self.peak_lines: list[int] = []
+        self.n_peak_lines = 0  # all of them, also those past the cap that are not kept
         self.duplicate: tuple[int, str] | None = None
+
+    def add_peak(self, line: str, line_no: int, cap: int) -> None:
+        """Keeps a peak line while the record has at most `cap`; past that, only counts."""
+        self.n_peak_lines += 1
+        if self.n_peak_lines <= cap:
+            self.peaks.append(line)
+            self.peak_lines.append(line_no)
+        elif self.peaks:  # over the cap: free what was held, the record will be skipped
+            self.peaks, self.peak_lines = [], []
 
 
 def _parse_float(text: str) -> float:
@@ -217,6 +236,7 @@ def iter_mgf(
     residues: Residues | None = CASANOVO,
     on_error: str = "raise",
     report: MgfReport | None = None,
+    max_peak_lines: int = MAX_PEAK_LINES,
 ) -> Iterator[Spectrum]:
     """Streams the spectra of an MGF file (constant memory, for large files).
 
@@ -224,9 +244,16 @@ def iter_mgf(
     SEQ is checked with `residues.parse` (None: not checked) but kept as written. on_error:
     "raise" -> MgfError at the first malformed record; "skip" -> the record is skipped and
     counted in `report` (pass one to see the counts). `report.read` counts yielded spectra.
+    A record with more than max_peak_lines peak lines is skipped and counted as
+    "too_many_peaks" in either mode: it is too large to take, not malformed, so it neither
+    stops the run nor is kept; its lines past the cap are counted, not held.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; use one of {ON_ERROR}")
+    if not isinstance(max_peak_lines, int) or max_peak_lines < 1:
+        raise ValueError(
+            f"max_peak_lines={max_peak_lines!r}; use a positive int (default {MAX_PEAK_LINES})"
+        )
     report = report if report is not None else MgfReport()
     source = os.fspath(path)
     name = Path(source).name
@@ -242,6 +269,11 @@ def iter_mgf(
             what = f"spectrum {rec.index} (TITLE={title!r}, BEGIN IONS at line {rec.line_no})"
         else:
             what = "outside any spectrum"
+        if reason == "too_many_peaks":  # skipped in every mode: never raised
+            report.count(
+                reason, f"{source}: {what}: {where}: {problem}; skipped. Fix: {_FIXES[reason]}"
+            )
+            return
         message = (
             f"{source}: {what}: {where}: {problem}. Fix: {_FIXES[reason]}; or read with "
             f"on_error='skip' to skip and count such records"
@@ -254,6 +286,14 @@ def iter_mgf(
         report.count(reason, message)
 
     def finish(rec: _Record) -> Spectrum | None:
+        if rec.n_peak_lines > max_peak_lines:  # first: its peaks were not kept
+            fail(
+                "too_many_peaks",
+                rec,
+                "peaks",
+                f"{rec.n_peak_lines} peak lines, more than max_peak_lines={max_peak_lines}",
+            )
+            return None
         params = {**defaults, **rec.params}
         if rec.duplicate is not None:
             line_no, key = rec.duplicate
@@ -327,8 +367,7 @@ def iter_mgf(
                 continue
             first = line[0]
             if record is not None and (first.isdigit() or first in "+-."):
-                record.peaks.append(line)  # the bulk of a file: keep this path short
-                record.peak_lines.append(line_no)
+                record.add_peak(line, line_no, max_peak_lines)  # the bulk of a file
                 continue
             if first in _COMMENT:
                 continue
@@ -355,8 +394,7 @@ def iter_mgf(
                         record.duplicate = (line_no, key)
                     record.params[key] = (line_no, value.strip())
                 else:  # reported as a bad peak line
-                    record.peaks.append(line)
-                    record.peak_lines.append(line_no)
+                    record.add_peak(line, line_no, max_peak_lines)
             elif "=" in line and n_records == 0:
                 key, value = line.split("=", 1)
                 defaults[key.strip().upper()] = (line_no, value.strip())
@@ -371,10 +409,19 @@ def read_mgf(
     *,
     residues: Residues | None = CASANOVO,
     on_error: str = "raise",
+    max_peak_lines: int = MAX_PEAK_LINES,
 ) -> tuple[list[Spectrum], MgfReport]:
     """All spectra of an MGF file and the report of skipped records; see `iter_mgf`."""
     report = MgfReport()
-    spectra = list(iter_mgf(path, residues=residues, on_error=on_error, report=report))
+    spectra = list(
+        iter_mgf(
+            path,
+            residues=residues,
+            on_error=on_error,
+            report=report,
+            max_peak_lines=max_peak_lines,
+        )
+    )
     return spectra, report
 
 
@@ -456,60 +503,6 @@ class LowQualitySpectrum(ValueError):
         self.reason = reason
 
 
-def _numba_quicksort_argsort(values: np.ndarray) -> np.ndarray:
-    """The permutation numba's np.argsort (kind="quicksort") returns, which spectrum_utils uses.
-
-    Only needed when equal keys make the order matter (equal m/z, or equal intensities at the
-    top-n cut); pure Python, so it is called only then. Same algorithm as numba 0.6x's
-    numba/misc/quicksort.py (median-of-three partition, insertion sort below 16 elements,
-    larger part pushed on a stack); keys are assumed free of NaN.
-    """
-    a = values.tolist()
-    r = list(range(len(a)))
-    stack = [(0, len(a) - 1)] if len(a) > 1 else []
-    while stack:
-        low, high = stack.pop()
-        while high - low >= 15:
-            mid = (low + high) >> 1
-            if a[r[mid]] < a[r[low]]:
-                r[low], r[mid] = r[mid], r[low]
-            if a[r[high]] < a[r[mid]]:
-                r[high], r[mid] = r[mid], r[high]
-            if a[r[mid]] < a[r[low]]:
-                r[low], r[mid] = r[mid], r[low]
-            pivot = a[r[mid]]
-            r[high], r[mid] = r[mid], r[high]
-            i, j = low, high - 1
-            while True:
-                while i < high and a[r[i]] < pivot:
-                    i += 1
-                while j >= low and pivot < a[r[j]]:
-                    j -= 1
-                if i >= j:
-                    break
-                r[i], r[j] = r[j], r[i]
-                i += 1
-                j -= 1
-            r[i], r[high] = r[high], r[i]
-            if high - i > i - low:
-                if high > i:
-                    stack.append((i + 1, high))
-                high = i - 1
-            else:
-                if i > low:
-                    stack.append((low, i - 1))
-                low = i + 1
-        for i in range(low + 1, high + 1):
-            k = r[i]
-            v = a[k]
-            j = i
-            while j > low and v < a[r[j - 1]]:
-                r[j] = r[j - 1]
-                j -= 1
-            r[j] = k
-    return np.array(r, dtype=np.intp)
-
-
 def preprocess(
     mz: np.ndarray,
     intensity: np.ndarray,
@@ -533,8 +526,17 @@ def preprocess(
     mz: [n] f64, intensity: [n] -> (mz [k] f64 ascending, intensity [k] f32), k <= n_peaks.
     Raises LowQualitySpectrum where Casanovo drops the spectrum (charge outside
     1..max_charge, no peak left, fewer than min_peaks) and ValueError for bad input.
-    Ties (equal m/z, or equal intensities at the top-n cut) are broken as spectrum_utils'
-    numba quicksort breaks them.
+
+    Ties are broken by stable NumPy sorts, O(n log n) on any input (a file's peak order is
+    chosen by whoever wrote it; spectrum_utils' numba quicksort is quadratic on crafted
+    orders). This is where zoo can differ from spectrum_utils, only on tied keys:
+      * peaks of equal m/z stay in file order (numba's quicksort is not stable). The same
+        (m/z, intensity) pairs come out; only their order within an equal m/z differs, which
+        changes no prediction: the encoders have no positional encoding over peaks, so they
+        see a set (up to float summation order). Duplicate peaks are kept, as in Casanovo.
+      * equal intensities straddling the n_peaks cut: the peaks later in m/z order (higher
+        m/z; for equal m/z, later in the file) are kept, as taking the last n_peaks of a
+        stable ascending argsort does. spectrum_utils keeps whichever its quicksort puts last.
     """
     mz = np.asarray(mz, dtype=np.float64).reshape(-1)
     intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
@@ -547,12 +549,9 @@ def preprocess(
             f"precursor charge {precursor_charge} outside 1..{config.max_charge}",
             "charge_out_of_range",
         )
-    # 1. Sort by m/z. Any sort gives the same result unless two peaks share an m/z.
-    if len(mz) > 1 and not (np.diff(mz) > 0).all():
-        if len(np.unique(mz)) < len(mz):
-            order = _numba_quicksort_argsort(mz)
-        else:
-            order = np.argsort(mz, kind="stable")
+    # 1. Sort by m/z, stable: equal m/z keep file order (an ascending file is left as is).
+    if not (np.diff(mz) >= 0).all():
+        order = np.argsort(mz, kind="stable")
         mz, intensity = mz[order], intensity[order]
     # 2. m/z range (inclusive; bounds swapped if reversed, as spectrum_utils does).
     lo, hi = sorted((config.min_mz, config.max_mz))
@@ -575,18 +574,14 @@ def preprocess(
     root = np.sqrt(intensity.astype(np.float64)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         scaled = (root.astype(np.float64) / np.float64(root.max())).astype(np.float32)
-    # 5. Relative-intensity floor, then top n_peaks. Comparisons in f64 as in spectrum_utils.
+    # 5. Relative-intensity floor, then top n_peaks: as spectrum_utils, keep an ascending
+    # argsort from max(n_low, n - n_peaks) on; ours is stable, so among equal intensities at
+    # the cut the peaks later in m/z order are kept. Comparisons in f64 as in spectrum_utils.
     n = len(scaled)
     threshold = config.min_intensity * np.float64(scaled.max())
     n_low = int(np.count_nonzero(~(scaled.astype(np.float64) > threshold)))
     start = max(n_low, n - config.n_peaks)
-    if start >= n:
-        kept = np.zeros(0, dtype=np.intp)
-    else:
-        order = np.argsort(scaled, kind="stable")
-        if start > 0 and start > n_low and scaled[order[start]] == scaled[order[start - 1]]:
-            order = _numba_quicksort_argsort(scaled)  # a tie at the cut: match which peak wins
-        kept = np.sort(order[start:])
+    kept = np.sort(np.argsort(scaled, kind="stable")[start:])
     mz, intensity = mz[kept], scaled[kept]
     # 6. Casanovo's minimum peak count.
     if len(mz) < config.min_peaks:

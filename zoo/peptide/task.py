@@ -42,7 +42,9 @@ PAD_ID = TokenLayout.PAD
 
 
 def model_config(config) -> PeptideConfig:
-    return PeptideConfig(**config.model.to_dict())
+    c = PeptideConfig(**config.model.to_dict())
+    c.validate()  # a clear error now rather than inside the first jitted step
+    return c
 
 
 def residues_from_config(config) -> zres.Residues:

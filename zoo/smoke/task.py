@@ -23,7 +23,9 @@ from zoo.train.task import Task
 
 
 def model_config(config) -> encoder_decoder.TransformerConfig:
-    return encoder_decoder.TransformerConfig(**config.model.to_dict())
+    c = encoder_decoder.TransformerConfig(**config.model.to_dict())
+    c.validate()  # a clear error now rather than inside the first jitted step
+    return c
 
 
 def positions_from_end(ids_BxL: jax.Array, segment_ids_BxL=None) -> jax.Array:

@@ -7,6 +7,7 @@ import difflib
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import ml_collections
@@ -20,6 +21,11 @@ def load(spec: str) -> ml_collections.ConfigDict:
             f"config file {path!r} does not exist (from --config {spec!r}); "
             "pass e.g. --config recipes/smoke.py:tiny"
         )
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"--config {spec!r}: {path} is a directory; pass a recipe file, e.g. "
+            "--config recipes/smoke.py:tiny"
+        )
     name = "zoo_recipe_" + os.path.splitext(os.path.basename(path))[0]
     # A recipe imports its folder's shared blocks (`import common`, recipes/common.py).
     folder = os.path.dirname(os.path.abspath(path))
@@ -27,12 +33,33 @@ def load(spec: str) -> ml_collections.ConfigDict:
         sys.path.insert(0, folder)
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(f"recipe {path}, line {e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - a recipe is user code; say where it failed
+        raise ValueError(f"recipe {path} failed to load: {_where(e, path)}") from None
+    if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"{path} has no get_config(variant) function")
-    config = module.get_config(variant) if variant else module.get_config()
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(
+            f"recipe {path}: get_config({variant!r}) failed: {_where(e, path)}"
+        ) from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(
+            f"recipe {path}: get_config returned {type(config).__name__}, not a ConfigDict"
+        )
     config.lock()
     return config
+
+
+def _where(error: Exception, path: str) -> str:
+    """`Error: message (line N)`, N the recipe's line where it was raised."""
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
+    at = f" (line {lines[-1]})" if lines else ""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}{at}"
 
 
 def _parse_value(text: str, old, key: str):
@@ -61,11 +88,11 @@ def _parse_value(text: str, old, key: str):
     return value
 
 
-def _all_keys(config, prefix="") -> list[str]:
+def all_keys(config, prefix="") -> list[str]:
     out = []
     for k, v in config.items():
         if isinstance(v, ml_collections.ConfigDict):
-            out += _all_keys(v, f"{prefix}{k}.")
+            out += all_keys(v, f"{prefix}{k}.")
         else:
             out.append(f"{prefix}{k}")
     return out
@@ -94,7 +121,7 @@ def apply_overrides(
             raise ValueError(f"{arg} has no value; write {arg}=VALUE")
         *parents, leaf = key.split(".")
         node = config
-        known = _all_keys(config)
+        known = all_keys(config)
         for p in parents:
             if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
                 node = None

@@ -19,6 +19,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from zoo.io import modeldir
+from zoo.io.paths import as_path
 from zoo.train import checkpoint as zckpt
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
@@ -36,11 +37,41 @@ class PreemptedError(RuntimeError):
     """SIGTERM arrived; the step finished and a checkpoint was saved."""
 
 
+# (key, lowest allowed value, what it means, a value to suggest): what check_config enforces.
+_RANGES = (
+    ("train.num_steps", 1, "optimizer steps of the run", 1000),
+    ("train.log_every", 1, "steps between metrics rows", 50),
+    ("eval.every_steps", 0, "steps between evals; 0 = never", 0),
+    ("checkpoint.every_steps", 0, "steps between checkpoints; 0 = only at the end", 0),
+    ("optim.grad_accum_steps", 1, "microbatches per step; 1 = none", 1),
+)
+
+
+def check_config(config, workdir: str) -> None:
+    """Clear errors for out-of-range keys and a --workdir that is a file, before anything
+    is built or written (a 0 there would otherwise fail deep inside, e.g. `step % 0`)."""
+    for key, low, meaning, example in _RANGES:
+        section, name = key.split(".")
+        value = config[section][name]
+        if value < low:
+            raise ValueError(
+                f"{key}={value} must be >= {low} ({meaning}); pass e.g. --config.{key}={example}"
+            )
+    root = as_path(workdir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file; pass a directory")
+
+
 def check_batch_config(config, mesh) -> int:
     """The data-parallel size every global batch must be a multiple of (clear error if not)."""
     bp = zmesh.batch_parallelism(mesh)
     multiple = math.lcm(bp, jax.process_count())
     d = config.data
+    if d.mode in ("pad", "pack") and d.global_batch_size < 1:
+        raise ValueError(
+            f"data.global_batch_size={d.global_batch_size} must be >= 1 (sequences per step "
+            f"in {d.mode} mode); pass e.g. --config.data.global_batch_size={multiple}"
+        )
     if d.mode in ("pad", "pack") and d.global_batch_size % multiple:
         raise ValueError(
             f"data.global_batch_size={d.global_batch_size} is not divisible by the data-parallel "
@@ -157,8 +188,15 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     """Trains `task` as `config` says, in `workdir`; resumes from its latest checkpoint.
 
     Returns a summary {'step', 'loss', 'eval_*'...}. Raises PreemptedError after
-    saving on SIGTERM and NonFiniteLossError on a NaN/Inf loss.
+    saving on SIGTERM, NonFiniteLossError on a NaN/Inf loss, and ValueError for a bad
+    config, a workdir another run holds, or one whose every checkpoint is damaged.
     """
+    check_config(config, workdir)
+    with zckpt.WorkdirLock(workdir):  # held until the run ends, however it ends
+        return _train(config, workdir, task)
+
+
+def _train(config, workdir: str, task) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     num_steps = int(config.train.num_steps)
 
@@ -188,9 +226,14 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     )
 
     # ---------------------------------------------------- restore or init
-    start = ckpt.latest_step()
-    if start is not None:
-        state, data_state = ckpt.restore(start)
+    # The newest complete step whose checksums match; damaged newer ones are moved aside.
+    try:
+        restored = ckpt.restore_latest()
+    except BaseException:
+        ckpt.close()
+        raise
+    if restored is not None:
+        start, state, data_state = restored
         train_iter.set_state(data_state)
         log.info("resumed from %s/checkpoints/%d", workdir, start)
     else:
@@ -200,7 +243,8 @@ def train(config, workdir: str, task) -> dict[str, Any]:
     peak, peak_source = zmetrics.device_peak_flops(dtype=config.model.get("dtype", "float32"))
     num_devices = jax.device_count()
 
-    writer = zmetrics.MetricsWriter(workdir, enabled=is_main)
+    # Rows of steps after `start` (and a torn last line) go: those steps run again.
+    writer = zmetrics.MetricsWriter(workdir, enabled=is_main, start_step=start)
     bar = zmetrics.progress_bar(num_steps, start, enabled=is_main and config.train.progress_bar)
     summary: dict[str, Any] = {"step": start}
     pending = None  # (step, metrics still on device, global batch shapes, local tokens)

@@ -7,6 +7,7 @@ so this core module knows no family.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -49,6 +50,18 @@ def join_distributed(coordinator: str | None, num_processes, process_id) -> None
     )
 
 
+def _with_flag_hint(get_task: GetTask, config) -> Task:
+    """get_task(config); a range error that names a config key (`model.dropout=2.0 must be ...`)
+    gets the flag that fixes it appended."""
+    try:
+        return get_task(config)
+    except ValueError as e:
+        key = re.match(r"([a-z_]+(?:\.[a-z_0-9]+)+)=", str(e))
+        if key and key.group(1) in zconfig.all_keys(config) and "--config." not in str(e):
+            raise ValueError(f"{e}; set --config.{key.group(1)}=...") from None
+        raise
+
+
 def train(args, overrides: Sequence[str], *, get_task: GetTask) -> int:
     """`zoo train --config RECIPE[:VARIANT] --workdir DIR [--config.key=value ...]`."""
     config = zconfig.apply_overrides(zconfig.load(args.config), overrides)
@@ -56,7 +69,7 @@ def train(args, overrides: Sequence[str], *, get_task: GetTask) -> int:
         print(config)
         return 0
     join_distributed(args.coordinator, args.num_processes, args.process_id)
-    task = get_task(config)
+    task = _with_flag_hint(get_task, config)
     try:
         summary = loop.train(config, args.workdir, task)
     except loop.PreemptedError as e:

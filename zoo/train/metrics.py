@@ -74,14 +74,52 @@ def device_peak_flops(device=None, dtype: str = "float32") -> tuple[float, str]:
     return float("nan"), f"unknown device kind {device.device_kind!r}"
 
 
+def complete_rows(text: str, through_step: int) -> str:
+    """The lines of a metrics.jsonl text that are whole JSON rows of steps <= through_step.
+
+    A torn last line (a crash mid-write) goes, and so do the rows of steps after the
+    checkpoint a run resumes from: those steps run again and write their rows anew."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, int) and step <= through_step:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _append(path: str, data: bytes) -> None:
+    """Appends `data` whole or not at all: a failed write (disk full) is cut back off."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # unbuffered: each os.write lands in the file (or raises)
+                view = view[os.write(fd, view) :]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+
+
 class MetricsWriter:
     """Appends JSON lines to WORKDIR/metrics.jsonl and scalars to TensorBoard (process 0).
 
+    With `start_step` (the step a run starts or resumes from) the existing file is first
+    rewritten, atomically, to its complete rows of steps <= start_step, so a redone step
+    replaces its rows instead of repeating them. Each row is appended whole or not at all.
     WORKDIR may be gs://...: object stores cannot append, so there the file is
     rewritten whole at each write (rows are small and come every log_every steps).
     """
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, start_step: int | None = None):
         self.enabled = enabled
         self.remote = is_remote(workdir)
         self.path = as_path(workdir) / "metrics.jsonl"
@@ -89,9 +127,25 @@ class MetricsWriter:
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.remote and self.path.exists():  # a resumed run keeps its earlier rows
-                self._text = self.path.read_text()
+            if self.path.exists():
+                old = self.path.read_text()
+                kept = old if start_step is None else complete_rows(old, start_step)
+                if self.remote:  # a resumed run keeps its earlier rows
+                    self._text = kept
+                if kept != old:
+                    self._replace(kept)
             self._tb = SummaryWriter(os.path.join(str(workdir), "tensorboard"))
+
+    def _replace(self, text: str) -> None:
+        if self.remote:  # an object store replaces an object whole
+            self.path.write_text(text)
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -102,11 +156,10 @@ class MetricsWriter:
             row[k] = v
         line = json.dumps(row) + "\n"
         if self.remote:
+            self.path.write_text(self._text + line)
             self._text += line
-            self.path.write_text(self._text)
         else:
-            with open(self.path, "a") as f:
-                f.write(line)
+            _append(str(self.path), line.encode())
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and np.isfinite(v):
                 self._tb.add_scalar(k, v, step)

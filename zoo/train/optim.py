@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -13,8 +14,38 @@ from flax import traverse_util
 SCHEDULES = ("constant", "cosine", "linear", "polynomial", "inverse_sqrt")
 
 
+def check(c) -> None:
+    """The optimizer block's values in range (one clear line, with the flag to fix it)."""
+
+    def number(key: str, lo: float, hi: float = math.inf, *, lo_open: bool = False) -> None:
+        v = c[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or v < lo or (lo_open and v == lo) or v > hi:
+            bound = f"above {lo}" if lo_open else f"at least {lo}"
+            raise ValueError(
+                f"optim.{key}={v!r} must be a finite number {bound}"
+                + (f" and at most {hi}" if hi != math.inf else "")
+                + f"; set --config.optim.{key}=..."
+            )
+
+    number("learning_rate", 0.0)
+    number("end_learning_rate_ratio", 0.0, 1.0)
+    number("power", 0.0, lo_open=True)
+    number("b1", 0.0, 1.0)
+    number("b2", 0.0, 1.0)
+    number("eps", 0.0, lo_open=True)
+    number("weight_decay", 0.0)
+    number("clip_norm", 0.0)
+    if type(c.warmup_steps) is not int or c.warmup_steps < 0:
+        raise ValueError(
+            f"optim.warmup_steps={c.warmup_steps!r} must be an integer >= 0; set "
+            "--config.optim.warmup_steps=..."
+        )
+
+
 def make_schedule(c, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to c.learning_rate over c.warmup_steps, then c.schedule."""
+    check(c)
     peak, warm = c.learning_rate, c.warmup_steps
     decay_steps = max(total_steps - warm, 1)
     end = peak * c.end_learning_rate_ratio
