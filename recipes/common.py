@@ -195,6 +195,12 @@ def denovo_task(
     c.anneal_steps = 0  # 0 = train.num_steps
     c.ar_weight = 0.5  # hybrid without annealing: weight of the AR loss
     c.label_smoothing = label_smoothing  # Casanovo's train_label_smoothing
+    # Batches padded to a bucket cell (peaks x residues) instead of (max_peaks, max length):
+    # up to num_buckets boundaries per column from the training split's histogram (0 = one
+    # fixed shape); or name them, e.g. peak_buckets=(64, 150), length_buckets=(16, 30).
+    c.num_buckets = 3
+    c.peak_buckets = ()
+    c.length_buckets = ()
     return c
 
 

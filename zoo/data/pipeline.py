@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -214,7 +214,10 @@ class PlannedDataset(grain.IterDataset):
         rows_per_process = len(batch.rows) // self._process_count
         start = self._process_index * rows_per_process
         if self._collate_fn is not None:
-            return self._collate_fn(self._source, batch.rows[start : start + rows_per_process])
+            rows = batch.rows[start : start + rows_per_process]
+            if batch.shape:
+                return self._collate_fn(self._source, rows, batch.shape)
+            return self._collate_fn(self._source, rows)
         return plans.collate(
             self._source,
             batch.rows[start : start + rows_per_process],
@@ -381,6 +384,32 @@ def dropped_examples(ds: grain.IterDataset | grain.MapDataset) -> int:
     raise ValueError(f"{ds} was not built by zoo.data.make_dataset")
 
 
+class _GridPlanner(_Planner):
+    """Fixed batch size, batches bucketed over length columns (`plans.plan_grid`)."""
+
+    def __init__(self, lengths, kept, boundaries, batch_size, *, seed, shuffle):
+        super().__init__(
+            lengths,
+            kept,
+            BatchingConfig(mode="bucket", global_batch_size=batch_size),
+            seed=seed,
+            shuffle=shuffle,
+            process_count=1,
+        )
+        self._boundaries = tuple(tuple(int(x) for x in b) for b in boundaries)
+
+    def _plan(self, epoch: int) -> list[plans.GlobalBatch]:
+        order = plans.epoch_order(self._kept, seed=self._seed, epoch=epoch, shuffle=self._shuffle)
+        rng = np.random.default_rng([self._seed, epoch, 1]) if self._shuffle else None
+        return plans.plan_grid(
+            order,
+            self._lengths,
+            boundaries=self._boundaries,
+            batch_size=self._batching.global_batch_size,
+            rng=rng,
+        )
+
+
 def make_fixed_dataset(
     source: Sequence[Any],
     featurize: Callable[[Any], dict[str, np.ndarray]],
@@ -392,6 +421,9 @@ def make_fixed_dataset(
     num_epochs: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    buckets: Sequence[Sequence[int]] | None = None,
+    lengths: np.ndarray | None = None,
+    crop: Mapping[str, int] | None = None,
 ) -> grain.IterDataset:
     """Batches of fixed-shape examples (e.g. spectra padded to a peak count), same guarantees
     as `make_dataset`: deterministic plans, process slices of one global batch, exact resume.
@@ -399,6 +431,12 @@ def make_fixed_dataset(
     `featurize(example)` returns a dict of arrays of one shape per feature; rows that only
     complete an epoch's last batch are all zeros (a task gives them weight 0). `keep`: indices
     of the examples to use (the caller counts and reports what it left out).
+
+    Bucketed (`buckets`): `lengths` [num_examples, F] holds F length columns of every example
+    (e.g. peaks, residues), `buckets` F ascending boundary tuples and `crop` maps a feature to
+    the column that sets its last axis. Each batch holds examples of one bucket cell and its
+    cropped features end at the cell's boundaries (a few shapes, so a few compiles); what is
+    cut off must be padding (zeros), or collate raises.
     """
     if global_batch_size % process_count:
         raise ValueError(
@@ -408,8 +446,9 @@ def make_fixed_dataset(
     if not len(kept):
         raise ValueError("no examples to batch (all were left out)")
     template = featurize(source[int(kept[0])])
+    crop = dict(crop or {})
 
-    def collate(src, rows):
+    def collate(src, rows, shape=()):
         out = {
             k: np.zeros((len(rows),) + np.shape(v), np.asarray(v).dtype)
             for k, v in template.items()
@@ -418,17 +457,36 @@ def make_fixed_dataset(
             for i in row:
                 for k, v in featurize(src[int(i)]).items():
                     out[k][r] = v
+        for k, column in crop.items() if shape else ():
+            bound = shape[column]
+            if np.any(out[k][..., bound:]):
+                raise ValueError(
+                    f"feature {k!r} has non-padding values past its bucket boundary {bound}: "
+                    "the lengths given to make_fixed_dataset are not upper bounds"
+                )
+            out[k] = np.ascontiguousarray(out[k][..., :bound])
         return out
 
-    batching = BatchingConfig(mode="pad", global_batch_size=global_batch_size, max_length=1)
-    planner = _Planner(
-        np.ones((len(source), 1), np.int64),
-        kept,
-        batching,
-        seed=seed,
-        shuffle=shuffle,
-        process_count=process_count,
-    )
+    if buckets is None:
+        batching = BatchingConfig(mode="pad", global_batch_size=global_batch_size, max_length=1)
+        planner = _Planner(
+            np.ones((len(source), 1), np.int64),
+            kept,
+            batching,
+            seed=seed,
+            shuffle=shuffle,
+            process_count=process_count,
+        )
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (len(source), len(buckets)):
+            raise ValueError(
+                f"lengths has shape {lengths.shape}, not (examples, bucket columns) = "
+                f"({len(source)}, {len(buckets)})"
+            )
+        planner = _GridPlanner(
+            lengths, kept, buckets, global_batch_size, seed=seed, shuffle=shuffle
+        )
     return PlannedDataset(
         source,
         tuple(template),

@@ -24,10 +24,13 @@ _LENGTH_CHUNK = 1024
 
 @dataclasses.dataclass(frozen=True)
 class GlobalBatch:
-    """rows: B tuples of example indices (an empty tuple is a padding row); length: L."""
+    """rows: B tuples of example indices (an empty tuple is a padding row); length: L.
+
+    shape: grid buckets only (`plan_grid`): the padded length of each length column."""
 
     rows: tuple[Row, ...]
     length: int
+    shape: tuple[int, ...] = ()
 
 
 def read_examples(source: Sequence[Any], indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -101,6 +104,69 @@ def plan_bucket(
     batches = []
     for bucket, (boundary, batch_size) in enumerate(zip(boundaries, batch_sizes)):
         batches += plan_pad(order[bucket_of == bucket], batch_size=batch_size, length=boundary)
+    if rng is not None:
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+    return batches
+
+
+def histogram_boundaries(
+    lengths: np.ndarray, num_buckets: int, limit: int, multiple: int = 8
+) -> tuple[int, ...]:
+    """Ascending bucket boundaries from a length histogram: the (k/num_buckets) quantiles for
+    k = 1..num_buckets-1 and the longest length, each rounded up to `multiple` (fewer shapes,
+    aligned tiles), then `limit`, which every example must fit (a split with longer examples
+    than these `lengths` then costs one more shape, not an error)."""
+    if num_buckets < 1 or limit < 1 or multiple < 1:
+        raise ValueError(
+            f"num_buckets={num_buckets}, limit={limit}, multiple={multiple} must be >= 1"
+        )
+    lengths = np.minimum(np.asarray(lengths, np.int64), limit)
+    points = [np.quantile(lengths, k / num_buckets) for k in range(1, num_buckets)]
+    points += [lengths.max()] if len(lengths) else []
+    bounds = {limit} | {
+        min(limit, max(multiple, -(-int(np.ceil(q)) // multiple) * multiple))
+        for q in (points if len(lengths) else [])
+    }
+    return tuple(sorted(bounds))
+
+
+def plan_grid(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    boundaries: Sequence[Sequence[int]],
+    batch_size: int,
+    rng: np.random.Generator | None,
+) -> list[GlobalBatch]:
+    """Buckets over several length columns at one batch size (e.g. peaks x residues).
+
+    lengths: [num_examples, F]; boundaries: F ascending tuples, the last of each >= every
+    length of its column. An example goes to the cell of the smallest boundary >= its length
+    in every column; each cell is chunked in `order` into batches of `batch_size`, with
+    `shape` = the cell's boundaries. With `rng`, batches of all cells are interleaved in a
+    random order; without, cells come in ascending order.
+    """
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 2 or lengths.shape[1] != len(boundaries):
+        raise ValueError(f"lengths {lengths.shape} do not match {len(boundaries)} boundary sets")
+    cell_NxF = np.stack(
+        [
+            np.searchsorted(np.asarray(b), lengths[order, f], side="left")
+            for f, b in enumerate(boundaries)
+        ],
+        axis=1,
+    ).reshape(len(order), len(boundaries))
+    for f, b in enumerate(boundaries):
+        if len(order) and int(cell_NxF[:, f].max()) >= len(b):
+            raise ValueError(f"a length in column {f} exceeds its last boundary {b[-1]}")
+    batches = []
+    for cell in sorted({tuple(int(x) for x in c) for c in cell_NxF}):
+        members = order[(cell_NxF == np.asarray(cell)).all(axis=1)]
+        shape = tuple(int(boundaries[f][k]) for f, k in enumerate(cell))
+        batches += [
+            GlobalBatch(b.rows, 0, shape)
+            for b in plan_pad(members, batch_size=batch_size, length=0)
+        ]
     if rng is not None:
         batches = [batches[k] for k in rng.permutation(len(batches))]
     return batches

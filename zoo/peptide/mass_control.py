@@ -360,7 +360,9 @@ def _suffix_bound(lp, g: _Grid, is_nterm):
     return bound
 
 
-def _exact_search(lp, mk, is_nterm, g: _Grid, window, lower_bound, max_nodes, beam=None):
+def _exact_search(
+    lp, mk, is_nterm, g: _Grid, window, lower_bound, max_nodes, beam=None, bound=None
+):
     """The most probable fitting path with cells keyed by exact mass (no rounding): (path, S),
     None when no path fits, or "budget" when it needs more than `max_nodes` cells. Cells
     whose score plus `_suffix_bound` over the mass bins that could still fit stays below
@@ -370,7 +372,7 @@ def _exact_search(lp, mk, is_nterm, g: _Grid, window, lower_bound, max_nodes, be
     T, C = lp.shape
     w_lo, w_hi = window
     START = C
-    bound = _suffix_bound(lp, g, is_nterm)
+    bound = _suffix_bound(lp, g, is_nterm) if bound is None else bound
     s_min, s_max = g.exact_range()
     finite = np.isfinite(g.lo)
     dev_lo, dev_hi = g.lo[finite].min(), g.hi[finite].max()
@@ -445,6 +447,28 @@ def _exact_search(lp, mk, is_nterm, g: _Grid, window, lower_bound, max_nodes, be
     return path, S
 
 
+def _fallback(lp, mk, is_nterm, g: _Grid, window, best, max_exact_nodes):
+    """The exact search where the grid's proof failed (module docstring, 3): (best, optimal),
+    best = (path, S) or None."""
+
+    def path_score(found):
+        return -np.inf if found is None else float(sum(lp[t, c] for t, c in enumerate(found[0])))
+
+    bound = _suffix_bound(lp, g, is_nterm)  # shared by both runs
+    # A beam-limited run of the exact search: a good fitting path to prune with.
+    found = _exact_search(
+        lp, mk, is_nterm, g, window, -np.inf, max_exact_nodes, beam=256, bound=bound
+    )
+    if found not in (None, "budget") and path_score(found) > path_score(best):
+        best = found
+    exact = _exact_search(
+        lp, mk, is_nterm, g, window, path_score(best), max_exact_nodes, bound=bound
+    )
+    if exact != "budget" and (exact is not None or best is None):
+        return exact, True
+    return best, False
+
+
 # --- public API ------------------------------------------------------------------------------
 def ctc_mass_control(
     log_probs_TxC: np.ndarray,
@@ -487,19 +511,7 @@ def ctc_mass_control(
         return None
     best, optimal = _grid_dp(lp, mk, g, window)
     if not optimal:
-
-        def path_score(found):
-            return (
-                -np.inf if found is None else float(sum(lp[t, c] for t, c in enumerate(found[0])))
-            )
-
-        # A beam-limited run of the exact search: a good fitting path to prune with.
-        found = _exact_search(lp, mk, is_nterm, g, window, -np.inf, max_exact_nodes, beam=256)
-        if found not in (None, "budget") and path_score(found) > path_score(best):
-            best = found
-        exact = _exact_search(lp, mk, is_nterm, g, window, path_score(best), max_exact_nodes)
-        if exact != "budget" and (exact is not None or best is None):
-            best, optimal = exact, True
+        best, optimal = _fallback(lp, mk, is_nterm, g, window, best, max_exact_nodes)
     if best is None:
         return None
     path, S = best
@@ -523,7 +535,8 @@ def ctc_decode_with_mass(
     nothing fits, the beam search's peptide is returned with fits=False.
 
     log_probs: [T, C] with a scalar precursor_mass, or [B, T, C] with [B] masses (neutral,
-        Da). Returns one CTCDecoded, or a list of B.
+        Da). Returns one CTCDecoded, or a list of B: a batch is decoded by
+        `zoo.peptide.mass_control_batch.ctc_decode_with_mass_batch`, all spectra at once.
     """
     lp = _check_log_probs(log_probs, (2, 3), "ctc_decode_with_mass")
     if lp.ndim == 3:
@@ -533,8 +546,11 @@ def ctc_decode_with_mass(
                 f"ctc_decode_with_mass: {lp.shape[0]} spectra but precursor_mass has shape "
                 f"{np.shape(precursor_mass)}; pass one neutral mass per spectrum"
             )
-        kw = dict(beam=beam, tolerance=tolerance, nterm=nterm, grid=grid)
-        return [ctc_decode_with_mass(x, residue_masses, float(m), **kw) for x, m in zip(lp, masses)]
+        from zoo.peptide.mass_control_batch import ctc_decode_with_mass_batch
+
+        return ctc_decode_with_mass_batch(
+            lp, residue_masses, masses, beam=beam, tolerance=tolerance, nterm=nterm, grid=grid
+        )
     beams = ctc_beam_search(lp, beam)
     top = beams[0] if beams else ctc_greedy(lp[None])[0]
     S = _residue_sum(top.tokens, residue_masses)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from zoo.data import plans
 from zoo.io import modeldir
 from zoo.peptide import casanovo, ctc, features, mztab, spectra
 from zoo.peptide import mass_control as pmc
@@ -46,6 +47,10 @@ class DenovoDefaults:
     # Peaks fed to the encoder for a model without a training config (a `zoo convert
     # casanovo` dir: Casanovo's n_peaks); a `zoo train` workdir uses its task.max_peaks.
     max_peaks: int = 150
+    # `predict_all` pads each batch to one of a few peak counts from the spectra's histogram
+    # (at most this many buckets below max_peaks, see zoo.data.plans.histogram_boundaries);
+    # 0 = every batch at max_peaks (--peak-buckets).
+    peak_buckets: int = 3
 
 
 DEFAULTS = DenovoDefaults()
@@ -78,7 +83,11 @@ class Sequencer:
         ctc_beam: int = DEFAULTS.ctc_beam,
         pmc_tolerance: float = DEFAULTS.pmc_tolerance,
         tolerance_ppm: float = DEFAULTS.tolerance_ppm,
+        peak_buckets: int = DEFAULTS.peak_buckets,
     ):
+        if peak_buckets < 0:
+            raise ValueError(f"--peak-buckets {peak_buckets} must be >= 0 (0 = no buckets)")
+        self.peak_buckets = peak_buckets
         self.config, self.params, self.residues = config, params, residues
         self.layout = TokenLayout(residues.tokens)
         self.model = PeptideModel(config)
@@ -138,17 +147,24 @@ class Sequencer:
         self._ar = jax.jit(ar_search)
         self._nar = jax.jit(nar_log_probs)
 
-    def inputs(self, examples) -> dict[str, np.ndarray]:
+    def inputs(self, examples, peaks: int | None = None) -> dict[str, np.ndarray]:
         """Stored spectra (dicts with mz, intensity, precursor_mz, precursor_charge) -> the
-        model's batch (`features.featurize_batch`)."""
-        return features.featurize_batch(examples, self.max_peaks)
+        model's batch (`features.featurize_batch`), peaks padded to `peaks` (default
+        max_peaks; every spectrum must have at most that many of its top max_peaks)."""
+        x = features.featurize_batch(examples, self.max_peaks)
+        if peaks is not None and peaks < self.max_peaks:
+            if np.any(x["mz"][:, peaks:]) or np.any(x["intensity"][:, peaks:]):
+                raise ValueError(f"a spectrum has more than peaks={peaks} peaks; pass more")
+            x["mz"] = np.ascontiguousarray(x["mz"][:, :peaks])
+            x["intensity"] = np.ascontiguousarray(x["intensity"][:, :peaks])
+        return x
 
-    def predict(self, examples, decoder: str = "ar") -> list[Prediction]:
-        """Predictions for a batch of stored spectra (pad the batch to a fixed size outside
-        to avoid recompiling for every size)."""
+    def predict(self, examples, decoder: str = "ar", peaks: int | None = None) -> list[Prediction]:
+        """Predictions for a batch of stored spectra, peaks padded to `peaks` (default
+        max_peaks). Each new (batch size, peaks) compiles: `predict_all` keeps them few."""
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}; use one of {DECODERS}")
-        x = self.inputs(examples)
+        x = self.inputs(examples, peaks)
         args = (self.params, x["mz"], x["intensity"], x["precursor_mass"], x["precursor_charge"])
         if decoder in ("ar", "hybrid"):
             if not self.config.has_ar:
@@ -169,7 +185,7 @@ class Sequencer:
         if decoder == "nar" and self.ctc_beam == 1:
             decoded = ctc.ctc_greedy(lp)
         elif decoder == "nar":
-            decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam)]
+            decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam, top_k=1)]
         else:
             decoded = pmc.ctc_decode_with_mass(
                 lp,
@@ -205,15 +221,29 @@ class Sequencer:
     def predict_all(
         self, examples, decoder: str = "ar", batch_size: int = DEFAULTS.batch_size, on_batch=None
     ) -> list[Prediction]:
-        """Predictions for any number of spectra, in fixed-size batches (one compile)."""
+        """Predictions for any number of spectra, in the input order: fixed-size batches of
+        spectra of one peak bucket (`peak_buckets`: a few compiled shapes, little padding)."""
         examples = list(examples)
-        out: list[Prediction] = []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-            out += self.predict(padded, decoder)[: len(chunk)]
-            if on_batch:
-                on_batch(len(chunk))
+        if not examples:
+            return []
+        counts = np.array([min(len(e["mz"]), self.max_peaks) for e in examples])
+        bounds = (
+            plans.histogram_boundaries(counts, self.peak_buckets, self.max_peaks)
+            if self.peak_buckets
+            else (self.max_peaks,)
+        )
+        bucket_of = np.searchsorted(np.asarray(bounds), counts, side="left")
+        out: list[Prediction | None] = [None] * len(examples)
+        for bucket, peaks in enumerate(bounds):
+            members = np.flatnonzero(bucket_of == bucket)
+            for start in range(0, len(members), batch_size):
+                rows = members[start : start + batch_size]
+                chunk = [examples[i] for i in rows]
+                padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+                for i, p in zip(rows, self.predict(padded, decoder, peaks)):
+                    out[i] = p
+                if on_batch:
+                    on_batch(len(chunk))
         return out
 
 
@@ -278,6 +308,7 @@ def main(args) -> int:
         beam=args.beam,
         precursor_filter=not (args.no_precursor_filter or args.casanovo_compatible),
         casanovo_compatible=args.casanovo_compatible,
+        peak_buckets=args.peak_buckets,
     )
     bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
     preds = seq.predict_all(

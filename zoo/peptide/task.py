@@ -1,11 +1,19 @@
 """De novo peptide sequencing for the loop: the hybrid AR/NAR model meets its losses here.
 
-Batches (fixed shapes, so one compiled step serves the whole run; `zoo.peptide.features`):
+Batches (`zoo.peptide.features`):
   mz, intensity     [B, P] float32  preprocessed peaks, 0-padded (mz == 0 marks padding)
   precursor_mass    [B] float32     neutral precursor mass M = (m/z - proton) * z
   precursor_charge  [B] int32
   tokens            [B, T] int32    residue ids N->C (`TokenLayout`: 1..n), 0-padded
   weight            [B] float32     1 for a real spectrum, 0 for rows that only fill a batch
+
+B is data.global_batch_size. With task.num_buckets = 0, P = task.max_peaks and T =
+model.max_peptide_len (one compiled shape). With task.num_buckets = k, every batch holds
+spectra of one (peaks, residues) bucket cell and (P, T) are that cell's boundaries: up to k
+boundaries per column, from the training split's histogram (quantiles rounded up to 8 peaks
+/ 4 residues; `task.peak_buckets` / `task.length_buckets` set them explicitly), the last being
+the maximum. The model masks padding, so a spectrum's loss does not depend on its bucket;
+the padding left is logged as `padding_fraction`.
 
 Objective (CrossNovo): L = lam * CE_AR + (1 - lam) * CTC_NAR per spectrum, each term a
 per-residue average (PyTorch CTCLoss 'mean' and Casanovo's token CE), summed over
@@ -30,6 +38,7 @@ import numpy as np
 import optax
 
 from zoo.data import pipeline as zpipeline
+from zoo.data import plans as zplans
 from zoo.data.sources import load_source, scan_shared
 from zoo.peptide import features, simulated_tfds, spectra_tfds
 from zoo.peptide import residues as zres
@@ -125,6 +134,8 @@ class DenovoTask(Task):
         self.stop_id = self.layout.stop
         self._sources: dict = {}
         self._kept: dict = {}
+        self._lengths: dict = {}
+        self._buckets = None
 
     # --- model ---------------------------------------------------------------
     def _apply(self, params, batch, rng, train):
@@ -256,21 +267,32 @@ class DenovoTask(Task):
         out["weight"] = np.float32(1.0)
         return out
 
+    def lengths(self, split, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+        """[N, 2] int64 of every spectrum of the split: (peaks the encoder sees, i.e. at most
+        task.max_peaks; residues of its peptide). One pass over the split, shared by several
+        processes (scan_shared) and cached."""
+        if split not in self._lengths:
+            src, max_peaks = self.source(split), self.config.task.max_peaks
+
+            def scan(rows):
+                out = np.zeros((len(rows), 2), np.int64)
+                for r, i in enumerate(rows):
+                    example = src[i]
+                    out[r, 0] = min(len(example["mz"]), max_peaks)
+                    out[r, 1] = len(self.residues.parse(features.text_field(example["peptide"])))
+                return out
+
+            self._lengths[split] = scan_shared(len(src), scan, process_index, process_count)
+        return self._lengths[split]
+
     def kept_indices(self, split, process_index: int = 0, process_count: int = 1) -> np.ndarray:
         """Spectra whose peptide fits max_peptide_len; the rest are counted and logged (once
-        per split: every eval reuses it). Several processes share the scan (scan_shared)."""
+        per split: every eval reuses it)."""
         if split in self._kept:
             return self._kept[split]
         src = self.source(split)
         n = self.model.config.max_peptide_len
-
-        def scan(rows):
-            return np.array(
-                [[len(self.residues.parse(features.text_field(src[i]["peptide"])))] for i in rows],
-                np.int64,
-            ).reshape(len(rows), 1)
-
-        lengths = scan_shared(len(src), scan, process_index, process_count)[:, 0]
+        lengths = self.lengths(split, process_index, process_count)[:, 1]
         keep = np.flatnonzero((lengths <= n) & (lengths > 0))
         if len(keep) < len(src):
             log.warning(
@@ -284,6 +306,46 @@ class DenovoTask(Task):
         self._kept[split] = keep
         return keep
 
+    def buckets(self, process_index: int = 0, process_count: int = 1):
+        """((peak boundaries), (residue boundaries)) for every split, or None (num_buckets 0):
+        from the training split's histogram unless the config names them."""
+        t = self.config.task
+        k = int(t.get("num_buckets", 0))
+        if k < 0:
+            raise ValueError(f"task.num_buckets={k} must be >= 0; pass --config.task.num_buckets=3")
+        if not k:
+            return None
+        if self._buckets is None:
+            limits = (int(t.max_peaks), int(self.model.config.max_peptide_len))
+            explicit = (tuple(t.get("peak_buckets", ())), tuple(t.get("length_buckets", ())))
+            keys = ("task.peak_buckets", "task.length_buckets")
+            bounds = []
+            for column, (given, limit, multiple, key) in enumerate(
+                zip(explicit, limits, (8, 4), keys)
+            ):
+                if given:
+                    given = tuple(int(b) for b in given)
+                    if any(a >= b for a, b in zip(given, given[1:])) or given[-1] != limit:
+                        raise ValueError(
+                            f"{key}={given} must ascend strictly and end at {limit}; pass e.g. "
+                            f"--config.{key}='({limit // 2}, {limit})'"
+                        )
+                    bounds.append(given)
+                    continue
+                split = "train"
+                kept = self.kept_indices(split, process_index, process_count)
+                lengths = self.lengths(split, process_index, process_count)[kept, column]
+                bounds.append(zplans.histogram_boundaries(lengths, k, limit, multiple))
+            self._buckets = tuple(bounds)
+            log.info("bucket boundaries: peaks %s x residues %s", *self._buckets)
+        return self._buckets
+
+    def positions_in_batch(self, batch) -> tuple[int, int]:
+        """Real peaks + residues vs padded positions (rows that fill a batch count as padding)."""
+        mz, tokens = np.asarray(batch["mz"]), np.asarray(batch["tokens"])
+        real = int(np.count_nonzero(mz)) + int(np.count_nonzero(tokens != PAD_ID))
+        return real, mz.size + tokens.size
+
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
         return zpipeline.make_fixed_dataset(
             self.source(split),
@@ -295,4 +357,15 @@ class DenovoTask(Task):
             num_epochs=None if train else 1,
             process_index=process_index,
             process_count=process_count,
+            **self._bucketing(split, process_index, process_count),
         )
+
+    def _bucketing(self, split, process_index, process_count) -> dict:
+        buckets = self.buckets(process_index, process_count)
+        if buckets is None:
+            return {}
+        return {
+            "buckets": buckets,
+            "lengths": self.lengths(split, process_index, process_count),
+            "crop": {"mz": 0, "intensity": 0, "tokens": 1},
+        }

@@ -247,13 +247,13 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
     writer = zmetrics.MetricsWriter(workdir, enabled=is_main, start_step=start)
     bar = zmetrics.progress_bar(num_steps, start, enabled=is_main and config.train.progress_bar)
     summary: dict[str, Any] = {"step": start}
-    pending = None  # (step, metrics still on device, global batch shapes, local tokens)
+    pending = None  # (step, metrics on device, global batch shapes, local tokens, positions)
     last_time = time.perf_counter()
 
     def finish_step(p) -> None:
         """Fetches one step's metrics (one step late) and logs them; NaN guard."""
         nonlocal last_time
-        step, m, shapes, tokens = p
+        step, m, shapes, tokens, (real, padded) = p
         m = jax.device_get(m)
         now = time.perf_counter()
         dt, last_time = now - last_time, now
@@ -274,6 +274,8 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
             row["tokens_per_sec"] = tokens * jax.process_count() / dt
             row["examples_per_sec"] = shapes[next(iter(shapes))][0] / dt
             row["mfu"] = task.flops_per_batch(shapes) / (dt * peak * num_devices)
+            if padded:  # this process's share; every process pads alike
+                row["padding_fraction"] = 1.0 - real / padded
             writer.write(step, row)
 
     # ---------------------------------------------------------------- steps
@@ -293,6 +295,7 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
                     m,
                     {k: v.shape for k, v in batch.items()},
                     task.tokens_in_batch(local),
+                    task.positions_in_batch(local),
                 )
 
                 preempted = watcher.requested(step)

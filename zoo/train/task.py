@@ -148,5 +148,18 @@ class Task(abc.ABC):
             )
         )
 
+    def positions_in_batch(self, batch: Batch) -> tuple[int, int]:
+        """(real, padded) sequence positions in a (process-local) batch: `padding_fraction`
+        in metrics.jsonl is 1 - real / padded. Default: every feature with a 'length' axis,
+        a position being real when it is not `self.pad_id` (0 if the task has none)."""
+        pad = getattr(self, "pad_id", 0)
+        real = total = 0
+        for k, axes in self.batch_axes().items():
+            if k in batch and "length" in axes and not k.endswith(("_segment_ids", "_positions")):
+                v = np.asarray(batch[k])
+                real += int(np.count_nonzero(v != pad))
+                total += v.size
+        return real, total
+
     def describe(self) -> str:
         return self.name
