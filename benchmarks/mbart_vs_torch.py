@@ -1,9 +1,10 @@
-"""zoo's JAX mBART vs transformers' PyTorch `MBartForConditionalGeneration` on this CPU.
+"""zoo's JAX mBART vs transformers' PyTorch `MBartForConditionalGeneration` (and CTranslate2).
 
-One process, f32, the same config and the same random weights on both sides (the HF model
+One process, f32, the same config and the same random weights on all sides (the HF model
 is built with a fixed torch seed, saved with save_pretrained and read back with
-`zoo.mbart.convert.load_mbart`). Two measurements, timed runs interleaved (torch, zoo,
-torch, zoo, ...) so that load from other users of a shared machine falls on both alike:
+`zoo.mbart.convert.load_mbart`, and converted for CTranslate2). Two measurements, timed runs
+interleaved (torch, zoo, torch, zoo, ...) so that load from other users of a shared machine
+falls on all sides alike:
 
 1. Training: forward + backward + AdamW update on one fixed batch of right-length
    sequences (no padding), dropout as configured (0.1). PyTorch: eager, `model.train()`,
@@ -17,18 +18,29 @@ torch, zoo, ...) so that load from other users of a shared machine falls on both
    under inference_mode. zoo: `zoo.decode.search.beam_search` over
    `zoo.mbart.model.encode / init_cache / decode_step`, wired as
    `zoo.mbart.translate.translate()` does, in one jitted function.
+   CTranslate2 (unless --no-ct2): the saved HF model through
+   `ctranslate2.converters.TransformersConverter` (float32; see benchmarks/_ct2_side.py),
+   `Translator.translate_batch(beam_size=5, target_prefix=[[lang]],
+   max_decoding_length=max_new_tokens, length_penalty=1)`, with `compute_type` float32 (the
+   ratio) and int8 (a side figure), interleaved with the other two (torch, zoo, ct2, ct2
+   int8, ...). CT2 has no forced EOS at the budget and stops an item once 5 hypotheses are
+   finished (HF's early_stopping=True); outputs are compared with the last token of a
+   budget-length hypothesis read as EOS (see `_ct2_side.forced_eos_at_budget`).
 
-Generation runs first (training changes the torch weights in place). torch uses
-os.cpu_count() threads and OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see
-below). Reported: medians of the timed runs (warm-up runs excluded), tokens/s and sentences/s,
-zoo / torch ratios, JAX compile times, a logits check that both sides run the same model,
-and how many beam outputs agree token for token.
+Generation runs first (training changes the torch weights in place). torch and CT2
+(intra_threads; inter_threads=1) use --threads (default os.cpu_count()) threads and
+OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see below); XLA sizes its own pool.
+Reported: medians of the timed runs (warm-up runs excluded), tokens/s and sentences/s,
+zoo / torch and zoo / CT2 ratios, JAX compile and CT2 conversion times, a logits check that
+zoo and torch run the same model, and how many beam outputs agree token for token.
 
-  JAX_PLATFORMS=cpu /tmp/benchenv/bin/python benchmarks/mbart_vs_torch.py
+  JAX_PLATFORMS=cpu /work/benchenv/bin/python benchmarks/mbart_vs_torch.py
+  JAX_PLATFORMS=cpu /work/benchenv/bin/python benchmarks/mbart_vs_torch.py --only generate
 
-Needs jax + zoo and torch + transformers in one environment (zoo never imports torch):
-  python3 -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install -e . \\
-      torch==2.13.0 transformers==4.57.6
+Needs jax + zoo, torch + transformers and ctranslate2 in one environment (zoo never imports
+torch or ctranslate2; --no-ct2 runs without it):
+  python3 -m venv /work/benchenv && /work/benchenv/bin/pip install -e . \\
+      torch==2.13.0 transformers==4.57.6 ctranslate2==4.8.5
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(BENCH_DIR))
 # torch's OpenMP threads spin-wait at barriers by default; on a machine shared with other
 # jobs (load > cores) a spinning thread holds a core the others need, and a training step
 # of the default config measured 3x slower (18-21 s vs 5-9 s). Passive waiting is the fair
@@ -88,8 +101,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--gen-runs", type=int, default=3, help="timed generate calls per side")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and CT2 threads")
+    ap.add_argument("--only", choices=("generate", "train"), help="run one measurement only")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-gen", action="store_true")
+    ap.add_argument("--no-ct2", action="store_true", help="generation without CTranslate2")
     ap.add_argument("--json", default="", help="also write the JSON result here")
     return ap.parse_args(argv)
 
@@ -256,7 +272,8 @@ def bench_train(args, hf, zoo_model, zoo_params, rng) -> dict:
 # --------------------------------------------------------------------------- generation
 
 
-def bench_generate(args, hf, zoo_model, zoo_params, rng) -> dict:
+def bench_generate(args, hf, zoo_model, zoo_params, rng, ct2_translators: dict) -> dict:
+    """ct2_translators: {} or {"ctranslate2": fp32 Translator, "ctranslate2_int8": ...}."""
     src_lang, tgt_lang = args.vocab - 2, args.vocab - 1
     ids = random_sentences(rng, args.gen_batch, args.gen_src_len, src_lang, args.vocab)
     mask = np.ones_like(ids, dtype=bool)
@@ -310,30 +327,52 @@ def bench_generate(args, hf, zoo_model, zoo_params, rng) -> dict:
     def zoo_generate() -> np.ndarray:
         return np.asarray(gen_exec(params, ids, mask))
 
-    torch_out, zoo_out = torch_generate(), zoo_generate()  # warm-up
-    torch_times, zoo_times = [], []
+    sides = {"torch": torch_generate, "zoo": zoo_generate}
+    if ct2_translators:
+        import _ct2_side as ct2
+
+        sides.update(
+            ct2.generate_fns(ct2_translators, ids, tgt_lang, args.vocab, beams, max_new, 1.0, PAD)
+        )
+
+    outputs = {name: run() for name, run in sides.items()}  # warm-up
+    times = {name: [] for name in sides}
     for _ in range(args.gen_runs):
-        t = time.perf_counter()
-        torch_generate()
-        torch_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        zoo_generate()
-        zoo_times.append(time.perf_counter() - t)
+        for name, run in sides.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
 
     # HF pads finished (shorter) outputs with pad to the batch's longest; zoo to max_new.
-    padded = np.full_like(zoo_out, PAD)
-    padded[:, : torch_out.shape[1]] = torch_out
-    same = int((padded == zoo_out).all(axis=1).sum())
-    out = {"jax_compile_s": compile_s, "identical_outputs": f"{same}/{len(ids)}"}
-    for name, times, seqs in (("torch", torch_times, torch_out), ("zoo", zoo_times, zoo_out)):
-        m = median(times)
+    zoo_out = outputs["zoo"]
+    torch_out = np.full_like(zoo_out, PAD)
+    torch_out[:, : outputs["torch"].shape[1]] = outputs["torch"]
+    outputs["torch"] = torch_out
+
+    def same(a, b) -> str:
+        return f"{int((a == b).all(axis=1).sum())}/{len(ids)}"
+
+    out = {"jax_compile_s": compile_s, "identical_outputs": same(torch_out, zoo_out)}
+    for name in ct2_translators:
+        as_hf = ct2.forced_eos_at_budget(outputs[name], EOS, PAD)
+        out[f"{name}_identical_to_zoo"] = same(as_hf, zoo_out)
+        out[f"{name}_identical_to_torch"] = same(as_hf, torch_out)
+    for name, seqs in outputs.items():
+        m = median(times[name])
         out[name] = {
             "call_s_median": m,
-            "call_s_all": times,
+            "call_s_all": times[name],
             "sentences_per_s": len(ids) / m,
             "mean_output_tokens": float((seqs != PAD).sum(1).mean()),
         }
-    out["ratio_zoo_over_torch"] = out["zoo"]["sentences_per_s"] / out["torch"]["sentences_per_s"]
+    zoo_rate = out["zoo"]["sentences_per_s"]
+    out["ratio_zoo_over_torch"] = zoo_rate / out["torch"]["sentences_per_s"]
+    if "ctranslate2" in out:
+        out["ratio_zoo_over_ctranslate2"] = zoo_rate / out["ctranslate2"]["sentences_per_s"]
+    if "ctranslate2_int8" in out:
+        int8_rate = out["ctranslate2_int8"]["sentences_per_s"]
+        out["ctranslate2_int8_sentences_per_sec"] = int8_rate
+        out["ratio_zoo_over_ctranslate2_int8"] = zoo_rate / int8_rate
     return out
 
 
@@ -356,13 +395,39 @@ def logits_check(args, hf, zoo_model, zoo_params, rng) -> float:
     return float(np.abs(np.asarray(ours) - ref).max())
 
 
+def import_ct2_side():
+    """benchmarks/_ct2_side.py, or a SystemExit that says how to get ctranslate2."""
+    sys.path.insert(0, BENCH_DIR)
+    try:
+        import _ct2_side
+    except ImportError as e:
+        raise SystemExit(
+            f"ctranslate2 is not importable in {sys.executable} ({e}); install it there "
+            "(pip install ctranslate2==4.8.5) or pass --no-ct2 to compare with PyTorch only"
+        ) from None
+    return _ct2_side
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(os.cpu_count())
+    run_gen = not args.skip_gen and args.only in (None, "generate")
+    run_train = not args.skip_train and args.only in (None, "train")
+    ct2 = import_ct2_side() if run_gen and not args.no_ct2 else None
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    ct2_translators, ct2_convert_s = {}, None
     with tempfile.TemporaryDirectory() as tmpdir:
         hf = hf_model(args, tmpdir)
         zoo_model, zoo_params = load_mbart(tmpdir)
+        if ct2 is not None:
+            t0 = time.perf_counter()
+            ct2_dir = ct2.convert(tmpdir, os.path.join(tmpdir, "ct2"), args.vocab)
+            ct2_convert_s = time.perf_counter() - t0
+            # A Translator reads the model into memory; the directory may go afterwards.
+            ct2_translators = {
+                "ctranslate2": ct2.translator(ct2_dir, "float32", args.threads),
+                "ctranslate2_int8": ct2.translator(ct2_dir, "int8", args.threads),
+            }
     n_params = sum(p.numel() for p in hf.parameters())
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -371,8 +436,10 @@ def main(argv=None) -> None:
             "jax": jax.__version__,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            **({"ctranslate2": ct2.version()} if ct2 is not None else {}),
         },
         "torch_threads": torch.get_num_threads(),
+        **({"ctranslate2_threads": {"intra": args.threads, "inter": 1}} if ct2 is not None else {}),
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "torch_attention": hf.config._attn_implementation,
         "model": {
@@ -389,13 +456,14 @@ def main(argv=None) -> None:
     }
     # Generation first: training updates the torch model in place (zoo's params stay as
     # loaded), so afterwards the two sides would no longer hold the same weights.
-    if not args.skip_gen:
+    if run_gen:
         result["generate"] = {
             "batch": f"{args.gen_batch} x {args.gen_src_len} src tokens, beam {args.beams}, "
             f"max {args.max_new_tokens} new tokens",
-            **bench_generate(args, hf, zoo_model, zoo_params, rng),
+            **({"ctranslate2_convert_s": ct2_convert_s} if ct2 is not None else {}),
+            **bench_generate(args, hf, zoo_model, zoo_params, rng, ct2_translators),
         }
-    if not args.skip_train:
+    if run_train:
         result["train"] = {
             "batch": f"{args.batch} x {args.src_len} src / {args.tgt_len} tgt tokens",
             **bench_train(args, hf, zoo_model, zoo_params, rng),
@@ -446,7 +514,13 @@ def print_table(r: dict) -> None:
         if k in r:
             print(f"jax compile ({k}): {r[k]['jax_compile_s']:.1f} s")
     if "generate" in r:
-        print(f"identical beam outputs: {r['generate']['identical_outputs']}")
+        g = r["generate"]
+        print(f"identical beam outputs, zoo vs torch: {g['identical_outputs']}")
+    if "generate" in r and "ctranslate2" in r["generate"]:
+        import _ct2_side as ct2
+
+        print(f"\nCTranslate2 {r['versions']['ctranslate2']}, threads {r['ctranslate2_threads']}")
+        ct2.print_generate_table(g)
 
 
 if __name__ == "__main__":
