@@ -78,6 +78,7 @@ import numpy as np  # noqa: E402
 from flax.linen import meta as flax_meta  # noqa: E402
 
 from zoo import tasks  # noqa: E402
+from zoo.data import plans as zplans  # noqa: E402
 from zoo.peptide import casanovo as zcasanovo  # noqa: E402
 from zoo.peptide import (
     ctc,  # noqa: E402
@@ -511,8 +512,10 @@ def zoo_train_setup(config: peptide.PeptideConfig, args, casanovo_hp: dict):
     return task, zstep.build(task, c, mesh, tx, schedule)
 
 
-def zoo_train_batch(examples, config: peptide.PeptideConfig, max_peaks: int) -> dict:
-    b, t = len(examples), config.max_peptide_len
+def zoo_train_batch(
+    examples, config: peptide.PeptideConfig, max_peaks: int, max_tokens: int | None = None
+) -> dict:
+    b, t = len(examples), max_tokens or config.max_peptide_len
     out = {
         "mz": np.zeros((b, max_peaks), np.float32),
         "intensity": np.zeros((b, max_peaks), np.float32),
@@ -532,48 +535,89 @@ def zoo_train_batch(examples, config: peptide.PeptideConfig, max_peaks: int) -> 
     return out
 
 
-def bench_train(args, cas: Casanovo, task, setup, params, examples) -> dict:
-    n_batches = len(examples) // args.batch
-    batches = [
-        zoo_train_batch(examples[i * args.batch : (i + 1) * args.batch], task.model.config, 150)
-        for i in range(n_batches)
-    ]
-    batches = [
-        {k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches
-    ]
-    state = setup.init_from_params(params)
-    key = jax.random.PRNGKey(0)
-    t0 = time.perf_counter()
-    step = setup.train_step.lower(state, batches[0], key).compile()
-    compile_s = time.perf_counter() - t0
+def zoo_bucketed_batches(examples, config: peptide.PeptideConfig, batch: int) -> list[dict]:
+    """The same consecutive batches, each padded to the smallest bucket boundary that holds its
+    longest spectrum and peptide. Boundaries as `zoo.peptide.task` draws them (task.num_buckets
+    = 3): quantiles of all spectra's peak counts (rounded up to 8, then 150) and peptide
+    lengths (rounded up to 4, then max_peptide_len)."""
+    peaks = np.array([min(len(e["mz"]), 150) for e in examples])
+    lengths = np.array([len(e["tokens"]) for e in examples])
+    pb = zplans.histogram_boundaries(peaks, 3, 150, 8)
+    tb = zplans.histogram_boundaries(lengths, 3, config.max_peptide_len, 4)
+    out = []
+    for i in range(len(examples) // batch):
+        rows = slice(i * batch, (i + 1) * batch)
+        p = pb[int(np.searchsorted(pb, peaks[rows].max()))]
+        t = tb[int(np.searchsorted(tb, lengths[rows].max()))]
+        out.append(zoo_train_batch(examples[rows], config, p, t))
+    return out
 
-    zoo_times, zoo_losses, cas_times, cas_losses = [], [], [], []
+
+def bench_train(args, cas: Casanovo, task, setup, params, examples) -> dict:
+    """Casanovo vs zoo on the same batches, zoo at 150 peaks x max length (`fixed`) and at
+    bucketed shapes (`bucketed`, see zoo_bucketed_batches); timed steps alternate Casanovo,
+    zoo fixed, zoo bucketed. Each zoo variant's shapes are compiled before timing."""
+    n_batches = len(examples) // args.batch
+    variants = {
+        "fixed": [
+            zoo_train_batch(examples[i * args.batch : (i + 1) * args.batch], task.model.config, 150)
+            for i in range(n_batches)
+        ],
+        "bucketed": zoo_bucketed_batches(examples, task.model.config, args.batch),
+    }
+    key = jax.random.PRNGKey(0)
+    runs, compile_s, shapes = {}, {}, {}
+    for name, batches in variants.items():
+        batches = [
+            {k: jax.device_put(v, setup.batch_sharding[k]) for k, v in b.items()} for b in batches
+        ]
+        state = setup.init_from_params(params)
+        t0 = time.perf_counter()
+        steps = {}
+        for b in batches:
+            shape = (b["mz"].shape[1], b["tokens"].shape[1])
+            if shape not in steps:
+                steps[shape] = setup.train_step.lower(state, b, key).compile()
+        compile_s[name] = time.perf_counter() - t0
+        shapes[name] = sorted(steps)
+        runs[name] = {"state": state, "batches": batches, "steps": steps, "times": [], "losses": []}
+
+    cas_times, cas_losses = [], []
     total = args.train_warmup + args.train_steps
     for i in range(total):
         j = i % n_batches
         out = cas("train", batches=[j])
-        t0 = time.perf_counter()
-        state, metrics = step(state, batches[j], key)
-        loss = float(metrics["loss"])  # waits for the step
-        dt = time.perf_counter() - t0
         if i >= args.train_warmup:
             cas_times.append(out["seconds"][0])
-            zoo_times.append(dt)
         cas_losses.append(out["losses"][0])
-        zoo_losses.append(loss)
-    res = {"jax_compile_s": compile_s}
-    for name, times, losses in (
-        ("casanovo", cas_times, cas_losses),
-        ("zoo", zoo_times, zoo_losses),
-    ):
-        m = statistics.median(times)
-        res[name] = {
+        for r in runs.values():
+            b = r["batches"][j]
+            step = r["steps"][(b["mz"].shape[1], b["tokens"].shape[1])]
+            t0 = time.perf_counter()
+            r["state"], metrics = step(r["state"], b, key)
+            loss = float(metrics["loss"])  # waits for the step
+            if i >= args.train_warmup:
+                r["times"].append(time.perf_counter() - t0)
+            r["losses"].append(loss)
+    res = {"jax_compile_s": compile_s, "zoo_shapes": shapes}
+    m = statistics.median(cas_times)
+    res["casanovo"] = {
+        "step_s_median": m,
+        "step_s_all": cas_times,
+        "spectra_per_s": args.batch / m,
+        "losses": cas_losses,
+    }
+    for name, r in runs.items():
+        m = statistics.median(r["times"])
+        res["zoo" if name == "fixed" else "zoo_bucketed"] = {
             "step_s_median": m,
-            "step_s_all": times,
+            "step_s_all": r["times"],
             "spectra_per_s": args.batch / m,
-            "losses": losses,
+            "losses": r["losses"],
         }
-    res["ratio_zoo_over_casanovo"] = res["zoo"]["spectra_per_s"] / res["casanovo"]["spectra_per_s"]
+    cas_rate = res["casanovo"]["spectra_per_s"]
+    res["ratio_zoo_over_casanovo"] = res["zoo"]["spectra_per_s"] / cas_rate
+    res["ratio_zoo_bucketed_over_casanovo"] = res["zoo_bucketed"]["spectra_per_s"] / cas_rate
     return res
 
 
@@ -830,7 +874,8 @@ def main(argv=None) -> dict:
         print(
             f"[{time.perf_counter() - wall0:6.1f}s] train: Casanovo "
             f"{tr['casanovo']['spectra_per_s']:.2f} spectra/s, zoo {tr['zoo']['spectra_per_s']:.2f}"
-            f" (compile {tr['jax_compile_s']:.1f}s)",
+            f", bucketed {tr['zoo_bucketed']['spectra_per_s']:.2f} (compile {tr['jax_compile_s']},"
+            f" shapes {tr['zoo_shapes']['bucketed']})",
             flush=True,
         )
         result["train_zoo_only"] = {
@@ -870,6 +915,11 @@ def print_table(r: dict) -> None:
         ("hybrid beam 1", None, inf["hybrid_beam1"]["spectra_per_s"]),
         ("hybrid beam 5", None, inf["hybrid_beam5"]["spectra_per_s"]),
         ("training (AR)", tr["casanovo"]["spectra_per_s"], tr["zoo"]["spectra_per_s"]),
+        (
+            "training (AR), bucketed",
+            tr["casanovo"]["spectra_per_s"],
+            tr["zoo_bucketed"]["spectra_per_s"],
+        ),
         ("training (NAR)", None, r["train_zoo_only"]["nar"]["spectra_per_s"]),
         ("training (hybrid)", None, r["train_zoo_only"]["hybrid"]["spectra_per_s"]),
     ]
