@@ -21,8 +21,11 @@ of mBART: it reads whatever embedding matrices it is given.
 Also here, the heuristic baselines on the same arrays: FVT (mean of the subtoken rows) and
 lexical (copy exact matches, the rest get the unknown token's row).
 
-Public face: HypernetConfig, Hypernet, fit_scalers, copy_special_rows, fvt_embeddings,
-lexical_embeddings.
+The encoder over the pieces is `zoo.zett.encoder` (packed: one flat matmul over the real
+pieces of every token). `predict_embeddings` runs a whole vocabulary (250k) in fixed chunks.
+
+Public face: HypernetConfig, Hypernet, predict_embeddings, fit_scalers, copy_special_rows,
+fvt_embeddings, lexical_embeddings.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 from flax import linen as nn
 
 from zoo.nn import layers
+from zoo.zett import encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,13 @@ class HypernetConfig:
     separate_out: bool = False  # untied models: also predict the output (LM-head) rows
     predict_bias: bool = True  # models with an output bias: predict it (mBART: yes)
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    # The encoder packs the real pieces into the first of ceil(f * V * max_len) rows, f in
+    # packed_pieces, that holds them (zoo.zett.encoder); more: the padded layout. () = always
+    # padded. Each entry is one more compiled branch.
+    packed_pieces: tuple[float, ...] = (0.3, 0.6)
+
+    def __post_init__(self):  # from JSON: a list
+        object.__setattr__(self, "packed_pieces", tuple(float(f) for f in self.packed_pieces))
 
     @property
     def hidden(self) -> int:
@@ -75,6 +86,18 @@ class HypernetConfig:
             )
         if self.hidden % self.heads:
             raise ValueError(f"hidden_dim={self.hidden} is not divisible by num_heads={self.heads}")
+        if not all(0.0 < f <= 1.0 for f in self.packed_pieces):
+            raise ValueError(
+                f"packed_pieces={self.packed_pieces}: fractions of the [V, max_len] slots; use "
+                "values in (0, 1], or () for no packing"
+            )
+
+    def packed_rows(self, vocab_rows: int) -> tuple[int, ...]:
+        """Row counts of the packed layouts for `vocab_rows` tokens, ascending (those below
+        the V * max_len slots)."""
+        slots = vocab_rows * self.max_len
+        rows = {int(np.ceil(f * slots)) for f in self.packed_pieces}
+        return tuple(sorted(r for r in rows if 0 < r < slots))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,23 +141,6 @@ class ProjectorBlock(nn.Module):
         return layers.LayerNorm(1e-6, self.dtype, name="layer_norm")(x + h)
 
 
-class EncoderLayer(nn.Module):
-    """Post-LN (RoBERTa) layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
-
-    config: HypernetConfig
-
-    @nn.compact
-    def __call__(self, x_VxLxH: jax.Array, mask_Vx1xLxL: jax.Array) -> jax.Array:
-        c = self.config
-        dt = jnp.dtype(c.dtype)
-        attn = layers.MultiHeadAttention(c.heads, c.hidden // c.heads, 0.0, dt, name="attention")
-        x_VxLxH = layers.LayerNorm(1e-5, dt, name="attention_layer_norm")(
-            x_VxLxH + attn(x_VxLxH, x_VxLxH, mask_Vx1xLxL)
-        )
-        ffn = layers.FeedForward(c.mlp_dim or 2 * c.hidden, "gelu", 0.0, dt, name="ffn")
-        return layers.LayerNorm(1e-5, dt, name="ffn_layer_norm")(x_VxLxH + ffn(x_VxLxH))
-
-
 class Hypernet(nn.Module):
     """Predicts embeddings from decompositions.
 
@@ -164,7 +170,11 @@ class Hypernet(nn.Module):
             jnp.float32,
         )
         self.embedding_norm = layers.LayerNorm(1e-5, dt)
-        self.encoder = [EncoderLayer(c, name=f"layer_{i}") for i in range(c.num_layers)]
+        mlp = c.mlp_dim or 2 * c.hidden
+        self.encoder = [
+            encoder.EncoderLayer(c.hidden, c.heads, mlp, dt, name=f"layer_{i}")
+            for i in range(c.num_layers)
+        ]
         self.output_block = ProjectorBlock(c.hidden, dt)
         self.output_projection = layers.Dense(c.embed_dim, ("mlp", "embed"), dtype=dt)
         self.out_scaler = Scaler(c.embed_dim)
@@ -176,7 +186,8 @@ class Hypernet(nn.Module):
             self.bias_projection = layers.Dense(1, ("mlp", None), dtype=dt)
             self.bias_scaler = Scaler(1)
 
-    def _pieces(self, surface_VxL, source_in_SxD, source_out_SxD):
+    def _table(self, source_in_SxD, source_out_SxD):
+        """The scaled source rows the pieces are looked up in: [S, in_width] f32."""
         c = self.config
         table = source_in_SxD
         if c.separate_out:
@@ -188,30 +199,69 @@ class Hypernet(nn.Module):
                 f"source embeddings are {table.shape}, the hypernetwork was built for "
                 f"({c.source_vocab_size}, {c.in_width}); pass the base model it was trained for"
             )
-        table = self.in_scaler(jax.lax.stop_gradient(table.astype(jnp.float32)))
-        is_fallback = surface_VxL >= c.source_vocab_size
-        rows = jnp.take(table, jnp.clip(surface_VxL, 0, c.source_vocab_size - 1), axis=0)
-        fallback = self.fallback(jnp.clip(surface_VxL - c.source_vocab_size, 0, c.num_fallback - 1))
-        return jnp.where(is_fallback[..., None], fallback.astype(rows.dtype), rows)
+        return self.in_scaler(jax.lax.stop_gradient(table.astype(jnp.float32)))
+
+    def _row_index(self, ids):
+        """Source ids -> rows of [source table; fallback table] (out-of-range ids clipped)."""
+        S, F = self.config.source_vocab_size, self.config.num_fallback
+        return jnp.where(ids >= S, S + jnp.clip(ids - S, 0, F - 1), jnp.clip(ids, 0, S - 1))
+
+    def _encode_pieces(self, surface_VxL, table_SxW, rows_RxH, layout):
+        """Pooled [V, hidden] with the pieces in `layout`; rows_RxH: the input projection of
+        every table row (None: project each piece's row instead)."""
+        c = self.config
+        dt = jnp.dtype(c.dtype)
+        V, L = surface_VxL.shape
+        ids_P = layout.to_pieces(surface_VxL[..., None])[:, 0]
+        positions_P = layout.to_pieces(jnp.broadcast_to(jnp.arange(L), (V, L))[..., None])[:, 0]
+        if rows_RxH is not None:
+            h = jnp.take(rows_RxH, self._row_index(ids_P), axis=0)
+        else:
+            is_fallback = ids_P >= c.source_vocab_size
+            x = jnp.take(table_SxW, jnp.clip(ids_P, 0, c.source_vocab_size - 1), axis=0)
+            fallback = self.fallback(
+                jnp.clip(ids_P - c.source_vocab_size, 0, c.num_fallback - 1)
+            ).astype(x.dtype)
+            x = jnp.where(is_fallback[:, None], fallback, x).astype(dt)
+            h = self.input_block(self.input_projection(x))
+        h = h + self.positions(positions_P) + self.type_embedding.astype(h.dtype)
+        h = self.embedding_norm(h)
+        for i, layer in enumerate(self.encoder):
+            h = layer(h, layout, first_only=i == len(self.encoder) - 1)
+        return h if self.encoder else layout.first(h)
 
     def encode(self, surface_VxL, source_in_SxD, source_out_SxD=None) -> jax.Array:
-        """Pooled hidden state [V, hidden] (before the heads)."""
+        """Pooled hidden state [V, hidden] (before the heads): the first piece's state."""
         c = self.config
         if surface_VxL.shape[-1] != c.max_len:
             raise ValueError(
                 f"decompositions have {surface_VxL.shape[-1]} columns; this hypernetwork "
                 f"reads {c.max_len}"
             )
-        x = self._pieces(surface_VxL, source_in_SxD, source_out_SxD).astype(jnp.dtype(c.dtype))
-        h = self.input_block(self.input_projection(x))
-        positions = jnp.broadcast_to(jnp.arange(c.max_len), surface_VxL.shape)
-        h = h + self.positions(positions) + self.type_embedding.astype(h.dtype)
-        h = self.embedding_norm(h)
-        valid_VxL = (jnp.asarray(surface_VxL) != c.pad_id).at[:, 0].set(True)
-        mask = layers.attention_mask(valid_VxL, valid_VxL)
-        for layer in self.encoder:
-            h = layer(h, mask)
-        return h[:, 0]
+        surface_VxL = jnp.asarray(surface_VxL)
+        V, L = surface_VxL.shape
+        table = self._table(source_in_SxD, source_out_SxD)
+        packed = c.packed_rows(V)
+        rows_RxH = None
+        if c.source_vocab_size + c.num_fallback < (packed[0] if packed else V * L):
+            # Fewer table rows than pieces: project each row once, then look the pieces up.
+            rows = jnp.concatenate([table, self.fallback.embedding.astype(table.dtype)])
+            rows_RxH = self.input_block(self.input_projection(rows.astype(jnp.dtype(c.dtype))))
+        valid_VxL = (surface_VxL != c.pad_id).at[:, 0].set(True)
+        if not packed or self.is_initializing():  # init outside nn.switch: the same rngs as before
+            return self._encode_pieces(surface_VxL, table, rows_RxH, encoder.full_layout(valid_VxL))
+
+        def branch(rows):
+            def run(mdl, surface, table, table_rows, valid):
+                layout = encoder.packed_layout(valid, rows) if rows else encoder.full_layout(valid)
+                return mdl._encode_pieces(surface, table, table_rows, layout)
+
+            return run
+
+        # The smallest packed layout that holds the real pieces; the last branch: padded.
+        branches = [branch(rows) for rows in packed] + [branch(0)]
+        index = (valid_VxL.sum() > jnp.asarray(packed)).sum()
+        return nn.switch(index, branches, self, surface_VxL, table, rows_RxH, valid_VxL)
 
     def __call__(self, surface_VxL, source_in_SxD, source_out_SxD=None, *, scale: bool = True):
         """scale=False skips the output scalers (what `fit_scalers` measures)."""
@@ -234,6 +284,49 @@ class Hypernet(nn.Module):
             else None
         )
         return out
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict_embeddings(
+    model: Hypernet,
+    params: Any,
+    surface_VxL: np.ndarray,
+    source_in_SxD: Any,
+    source_out_SxD: Any = None,
+    *,
+    chunk: int = 16384,
+) -> dict[str, np.ndarray | None]:
+    """The hypernetwork's predictions for a whole vocabulary, `chunk` tokens at a time.
+
+    surface_VxL: [V, max_len] decompositions (any V; 250k is fine). One compiled shape
+    [chunk, max_len] (the last chunk padded with one-piece rows, then cut), so device memory
+    is bounded by the chunk; the results stay on the host. Equal to one
+    `model.apply({'params': params}, surface_VxL, ...)` (each row depends only on its own
+    decomposition). Returns {'in': [V, D], 'out': [V, D] or None, 'bias': [V] or None},
+    float32 numpy.
+    """
+    if chunk <= 0:
+        raise ValueError(f"chunk={chunk}; use a positive number of tokens per chunk")
+    surface_VxL = np.asarray(surface_VxL, np.int32)
+    n = surface_VxL.shape[0]
+    chunk = min(chunk, max(n, 1))
+    source_in = jax.device_put(source_in_SxD)
+    source_out = None if source_out_SxD is None else jax.device_put(source_out_SxD)
+    fn = jax.jit(lambda p, s, e_in, e_out: model.apply({"params": p}, s, e_in, e_out))
+    outs: dict[str, list[np.ndarray]] = {"in": [], "out": [], "bias": []}
+    for lo in range(0, n, chunk):
+        block = surface_VxL[lo : lo + chunk]
+        rows = block.shape[0]
+        if rows < chunk:  # the tail: pad rows of one piece (cheapest; cut below)
+            pad = np.full((chunk - rows, block.shape[1]), model.config.pad_id, np.int32)
+            block = np.concatenate([block, pad])
+        out = jax.device_get(fn(params, block, source_in, source_out))
+        for key, value in out.items():
+            if value is not None:
+                outs[key].append(np.asarray(value[:rows], np.float32))
+    return {k: (np.concatenate(v) if v else None) for k, v in outs.items()}
 
 
 # --------------------------------------------------------------------------- scalers

@@ -21,7 +21,13 @@ from zoo.io import modeldir
 from zoo.mbart.tasks import TranslationTask, translation_config
 from zoo.mbart.tokenizer import MBartTokenizer
 from zoo.zett import vocab
-from zoo.zett.hypernet import Hypernet, HypernetConfig, fvt_embeddings, lexical_embeddings
+from zoo.zett.hypernet import (
+    Hypernet,
+    HypernetConfig,
+    fvt_embeddings,
+    lexical_embeddings,
+    predict_embeddings,
+)
 from zoo.zett.task import TokenizerTransferTask
 
 METHODS = ("hypernet", "fvt", "lexical")
@@ -88,20 +94,8 @@ def transfer_embeddings(
             forms = vocab.Decomposer(source_tok, max_len=model.config.max_len).surface_matrix(
                 target_tok
             )
-        fn = jax.jit(lambda p, s, e: model.apply({"params": p}, s, e))
-        outs_e, outs_b = [], []
-        n = forms.ids.shape[0]
-        for lo in range(0, n, chunk):
-            block = forms.ids[lo : lo + chunk]
-            rows = block.shape[0]
-            if rows < chunk and n > chunk:  # one compiled shape for every chunk
-                block = np.concatenate([block, np.repeat(block[-1:], chunk - rows, 0)])
-            out = jax.device_get(fn(params, block, embedding))
-            outs_e.append(np.asarray(out["in"])[:rows])
-            if out["bias"] is not None:
-                outs_b.append(np.asarray(out["bias"])[:rows])
-        new_e = np.concatenate(outs_e)
-        new_b = np.concatenate(outs_b) if outs_b and bias is not None else None
+        out = predict_embeddings(model, params, forms.ids, embedding, chunk=chunk)
+        new_e, new_b = out["in"], out["bias"] if bias is not None else None
         if bias is not None and new_b is None:
             new_b = fvt_embeddings(
                 bias,
