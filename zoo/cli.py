@@ -112,10 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=d.beam, help="AR beams (Casanovo's n_beams)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
-        "--peak-buckets",
+        "--peak-bucket",
         type=int,
-        default=d.peak_buckets,
-        help="pad batches to a few peak counts from the spectra's histogram; 0 = max_peaks",
+        default=d.peak_bucket,
+        help="pad a batch's peaks to a multiple of this (spectra sorted by peaks); 0 = max",
     )
     p.add_argument(
         "--no-precursor-filter", action="store_true", help="AR: no ppm filter or miss penalty"

@@ -83,7 +83,7 @@ def test_bucketed_sequencer_predicts_what_the_unbucketed_one_does(tfds_dir, deco
     src = task.source("train")
     examples = [src[i] for i in range(40)]
 
-    def run(peak_buckets):
+    def run(peak_bucket):
         seq = Sequencer(
             task.model.config,
             params,
@@ -92,10 +92,10 @@ def test_bucketed_sequencer_predicts_what_the_unbucketed_one_does(tfds_dir, deco
             beam=2,
             min_length=1,
             ctc_beam=2,
-            peak_buckets=peak_buckets,
+            peak_bucket=peak_bucket,
         )
         return seq.predict_all(examples, decoder, batch_size=8)
 
-    want, got = run(0), run(3)
+    want, got = run(0), run(16)
     assert [p.peptide for p in got] == [p.peptide for p in want]
     np.testing.assert_allclose([p.score for p in got], [p.score for p in want], rtol=1e-5)

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from zoo.data import plans
 from zoo.io import modeldir
 from zoo.peptide import casanovo, ctc, features, mztab, spectra
 from zoo.peptide import mass_control as pmc
@@ -47,10 +46,10 @@ class DenovoDefaults:
     # Peaks fed to the encoder for a model without a training config (a `zoo convert
     # casanovo` dir: Casanovo's n_peaks); a `zoo train` workdir uses its task.max_peaks.
     max_peaks: int = 150
-    # `predict_all` pads each batch to one of a few peak counts from the spectra's histogram
-    # (at most this many buckets below max_peaks, see zoo.data.plans.histogram_boundaries);
-    # 0 = every batch at max_peaks (--peak-buckets).
-    peak_buckets: int = 3
+    # `predict_all` sorts spectra by peak count and pads each batch to its most peaks rounded
+    # up to a multiple of this (at most max_peaks): at most max_peaks / peak_bucket + 1
+    # compiled shapes, the same for every call; 0 = every batch at max_peaks (--peak-bucket).
+    peak_bucket: int = 32
 
 
 DEFAULTS = DenovoDefaults()
@@ -83,11 +82,11 @@ class Sequencer:
         ctc_beam: int = DEFAULTS.ctc_beam,
         pmc_tolerance: float = DEFAULTS.pmc_tolerance,
         tolerance_ppm: float = DEFAULTS.tolerance_ppm,
-        peak_buckets: int = DEFAULTS.peak_buckets,
+        peak_bucket: int = DEFAULTS.peak_bucket,
     ):
-        if peak_buckets < 0:
-            raise ValueError(f"--peak-buckets {peak_buckets} must be >= 0 (0 = no buckets)")
-        self.peak_buckets = peak_buckets
+        if peak_bucket < 0:
+            raise ValueError(f"--peak-bucket {peak_bucket} must be >= 0 (0 = no buckets)")
+        self.peak_bucket = peak_bucket
         self.config, self.params, self.residues = config, params, residues
         self.layout = TokenLayout(residues.tokens)
         self.model = PeptideModel(config)
@@ -221,29 +220,26 @@ class Sequencer:
     def predict_all(
         self, examples, decoder: str = "ar", batch_size: int = DEFAULTS.batch_size, on_batch=None
     ) -> list[Prediction]:
-        """Predictions for any number of spectra, in the input order: fixed-size batches of
-        spectra of one peak bucket (`peak_buckets`: a few compiled shapes, little padding)."""
+        """Predictions for any number of spectra, in the input order. Batches of `batch_size`
+        (the last one padded with copies), spectra sorted by peak count so that a batch's
+        spectra are alike, each batch padded to `peak_bucket` steps (see DenovoDefaults)."""
         examples = list(examples)
         if not examples:
             return []
         counts = np.array([min(len(e["mz"]), self.max_peaks) for e in examples])
-        bounds = (
-            plans.histogram_boundaries(counts, self.peak_buckets, self.max_peaks)
-            if self.peak_buckets
-            else (self.max_peaks,)
-        )
-        bucket_of = np.searchsorted(np.asarray(bounds), counts, side="left")
+        step = self.peak_bucket
+        order = np.argsort(counts, kind="stable") if step else np.arange(len(examples))
         out: list[Prediction | None] = [None] * len(examples)
-        for bucket, peaks in enumerate(bounds):
-            members = np.flatnonzero(bucket_of == bucket)
-            for start in range(0, len(members), batch_size):
-                rows = members[start : start + batch_size]
-                chunk = [examples[i] for i in rows]
-                padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-                for i, p in zip(rows, self.predict(padded, decoder, peaks)):
-                    out[i] = p
-                if on_batch:
-                    on_batch(len(chunk))
+        for start in range(0, len(examples), batch_size):
+            rows = order[start : start + batch_size]
+            chunk = [examples[i] for i in rows]
+            padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+            most = int(counts[rows].max())
+            peaks = min(self.max_peaks, max(step, -(-most // step) * step)) if step else None
+            for i, p in zip(rows, self.predict(padded, decoder, peaks)):
+                out[i] = p
+            if on_batch:
+                on_batch(len(chunk))
         return out
 
 
@@ -308,7 +304,7 @@ def main(args) -> int:
         beam=args.beam,
         precursor_filter=not (args.no_precursor_filter or args.casanovo_compatible),
         casanovo_compatible=args.casanovo_compatible,
-        peak_buckets=args.peak_buckets,
+        peak_bucket=args.peak_bucket,
     )
     bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
     preds = seq.predict_all(
