@@ -38,8 +38,10 @@ def test_metrics_jsonl_has_the_promised_fields(run):
             "examples_per_sec",
             "mfu",
             "step_time",
+            "padding_fraction",
         ):
             assert key in r and math.isfinite(r[key]), key
+        assert 0 <= r["padding_fraction"] < 1
         assert 0 < r["mfu"] < 1
         assert r["tokens_per_sec"] > 0
 

@@ -535,8 +535,8 @@ def ctc_decode_with_mass(
     nothing fits, the beam search's peptide is returned with fits=False.
 
     log_probs: [T, C] with a scalar precursor_mass, or [B, T, C] with [B] masses (neutral,
-        Da). Returns one CTCDecoded, or a list of B: a batch is decoded by
-        `zoo.peptide.mass_control_batch.ctc_decode_with_mass_batch`, all spectra at once.
+        Da). Returns one CTCDecoded, or a list of B (one spectrum at a time here;
+        `zoo.peptide.mass_control_batch.ctc_decode_with_mass_batch` does all at once, equally).
     """
     lp = _check_log_probs(log_probs, (2, 3), "ctc_decode_with_mass")
     if lp.ndim == 3:
@@ -546,11 +546,13 @@ def ctc_decode_with_mass(
                 f"ctc_decode_with_mass: {lp.shape[0]} spectra but precursor_mass has shape "
                 f"{np.shape(precursor_mass)}; pass one neutral mass per spectrum"
             )
-        from zoo.peptide.mass_control_batch import ctc_decode_with_mass_batch
-
-        return ctc_decode_with_mass_batch(
-            lp, residue_masses, masses, beam=beam, tolerance=tolerance, nterm=nterm, grid=grid
-        )
+        return [
+            ctc_decode_with_mass(
+                lp[b], residue_masses, float(m), beam=beam, tolerance=tolerance, nterm=nterm,
+                grid=grid,
+            )
+            for b, m in enumerate(masses)
+        ]  # fmt: skip
     beams = ctc_beam_search(lp, beam)
     top = beams[0] if beams else ctc_greedy(lp[None])[0]
     S = _residue_sum(top.tokens, residue_masses)

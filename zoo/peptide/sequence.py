@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from zoo.io import modeldir
 from zoo.peptide import casanovo, ctc, features, mztab, spectra
-from zoo.peptide import mass_control as pmc
+from zoo.peptide import mass_control_batch as pmc_batch
 from zoo.peptide import residues as zres
 from zoo.peptide import search as ar_search_lib
 from zoo.peptide.model import PeptideConfig, PeptideModel, TokenLayout
@@ -186,7 +186,7 @@ class Sequencer:
         elif decoder == "nar":
             decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam, top_k=1)]
         else:
-            decoded = pmc.ctc_decode_with_mass(
+            decoded = pmc_batch.ctc_decode_with_mass_batch(
                 lp,
                 self.masses,
                 neutral,
