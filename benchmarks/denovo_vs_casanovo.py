@@ -85,7 +85,7 @@ from zoo.peptide import (
     simulate,  # noqa: E402
     spectra,
 )
-from zoo.peptide import mass_control as ctc_mass
+from zoo.peptide import mass_control_batch as ctc_mass_batch
 from zoo.peptide import model as peptide  # noqa: E402
 from zoo.peptide import residues as zres  # noqa: E402
 from zoo.peptide.sequence import Sequencer  # noqa: E402
@@ -467,12 +467,12 @@ def nar_breakdown(seq: Sequencer, examples, batch: int, pmc_batches: int) -> dic
         ctc.ctc_greedy(lp)
         greedy.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        ctc.ctc_beam_search(lp, seq.ctc_beam)
+        ctc.ctc_beam_search(lp, seq.ctc_beam, top_k=1)  # what Sequencer asks for
         beam.append(time.perf_counter() - t0)
         if i < pmc_batches:
             neutral = (x["precursor_mz"] - zres.PROTON) * x["precursor_charge"]
             t0 = time.perf_counter()
-            ctc_mass.ctc_decode_with_mass(
+            ctc_mass_batch.ctc_decode_with_mass_batch(  # Sequencer's call
                 lp,
                 seq.masses,
                 neutral,
