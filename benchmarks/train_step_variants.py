@@ -63,6 +63,25 @@ def autodiff_layer_norm():
 VARIANTS["autodiff_layer_norm"] = ({}, {}, autodiff_layer_norm)
 
 
+@contextlib.contextmanager
+def dot_product_attention():
+    """zoo.nn.layers.MultiHeadAttention through jax.nn.dot_product_attention while traced."""
+    from zoo.nn import layers
+
+    old, layers.ATTENTION = layers.ATTENTION, "dot_product_attention"
+    try:
+        yield
+    finally:
+        layers.ATTENTION = old
+
+
+VARIANTS["dot_product_attention"] = ({}, {}, dot_product_attention)
+# Rematerialisation per encoder/decoder layer (model.remat): recompute in the backward what
+# the forward would otherwise keep. Fewer live buffers; whether XLA:CPU gains is measured.
+for _policy in ("full", "dots_saveable", "dots_with_no_batch_dims_saveable"):
+    VARIANTS[f"remat_{_policy}"] = ({}, {"remat": _policy})
+
+
 def config(args, overrides):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     c = zconfig.load(os.path.join(root, "recipes", "mbart_demo.py") + ":demo")
@@ -84,6 +103,39 @@ def config(args, overrides):
     return c
 
 
+def profile(run, key, out_dir, top=15):
+    """Trace two steps (jax.profiler, Perfetto JSON beside the xplane) and sum the XLA:CPU
+    op events by name: where the step's time goes, without TensorBoard."""
+    import collections
+    import glob
+    import gzip
+
+    with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+        for _ in range(2):
+            run["state"], m = run["exe"](run["state"], run["batch"], key)
+            float(m["loss"])
+    (path,) = sorted(glob.glob(os.path.join(out_dir, "**", "*.trace.json.gz"), recursive=True))[-1:]
+    with gzip.open(path) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    totals, kinds, counts = collections.Counter(), collections.Counter(), collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or "dur" not in e or name.startswith(("$", "Thunk", "np.")):
+            continue  # python frames and the executor's own spans enclose the ops
+        totals[name] += e["dur"] / 2e6  # per step, seconds
+        kind = name.rstrip("0123456789").rstrip(".")
+        kinds[kind] += e["dur"] / 2e6
+        counts[kind] += 1
+    print(f"profile: {path}")
+    print(f"  XLA ops {sum(totals.values()):.3f} s per step; by kind (ynn_fusion: GEMMs):")
+    for kind, sec in kinds.most_common(top):
+        print(f"  {sec:7.3f} s  x{counts[kind] // 2:<5d} {kind[:80]}")
+    print("  largest single ops:")
+    for name, sec in totals.most_common(top):
+        print(f"  {sec:7.3f} s  {name[:80]}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -96,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--json", default="")
+    ap.add_argument("--profile", default="", help="write a jax.profiler trace of 2 steps of "
+                    "the first variant here and print the ops that take the most time")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     ids = rng.integers(3, args.vocab - 8, size=(2, args.batch, args.length), dtype=np.int32)
@@ -139,6 +193,8 @@ def main(argv=None):
             r["state"], m = r["exe"](r["state"], r["batch"], key)
             float(m["loss"])
             r["times"].append(time.perf_counter() - t)
+    if args.profile and runs:
+        profile(next(iter(runs.values())), key, args.profile)
     base = statistics.median(runs["default"]["times"]) if "default" in runs else None
     out = {"load_average": os.getloadavg(), "variants": {}}
     for name, r in runs.items():

@@ -127,3 +127,32 @@ def test_config_name_tracks_every_parameter():
         _make_config(num_trian=5)
     with pytest.raises(ValueError, match="sum to < 1"):
         _make_config(validation_fraction=0.5, test_fraction=0.5)
+
+
+def test_random_pool_is_peptide_disjoint_and_keeps_a_digest_test_set(tmp_path):
+    """pool='random': (almost) every train spectrum is a new peptide, no key crosses a
+    split, the residues follow the proteome (K/R only last), and test_digest holds the
+    digest's own test peptides."""
+    built = simulated_builder(
+        tmp_path, pool="random", num_train=300, num_validation=40, num_test=40, seed=1
+    )
+    keys = {}
+    for split in (*SPLITS, "test_digest"):
+        source = load_source(built, split)
+        peptides = [_text(source[i]["peptide"]) for i in range(len(source))]
+        keys[split] = {peptide_key(p) for p in peptides}
+        if split != "test_digest":
+            letters = [peptide_key(p) for p in peptides]
+            assert all(k[-1] in "KR" and not set(k[:-1]) & set("KR") for k in letters)
+            assert all(6 <= len(k) <= 30 for k in letters)
+    assert len(keys["train"]) >= 295  # 300 spectra: random peptides hardly ever repeat
+    for a in keys:
+        for b in keys:
+            if a < b and {a, b} != {"test", "test_digest"}:
+                assert not keys[a] & keys[b], (a, b)
+    digest_test = {peptide_key(p) for p in config_splits(_make_config(seed=1))["test"]}
+    assert keys["test_digest"] <= digest_test
+    # A data set of its own (its own cache directory).
+    assert _make_config(pool="random").name != _make_config().name
+    with pytest.raises(ValueError, match="pool='bogus'"):
+        _make_config(pool="bogus")

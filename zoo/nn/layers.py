@@ -220,6 +220,12 @@ class _HeadsToEmbed(nn.Module):
         return y + bias.astype(self.dtype)
 
 
+# "einsum" (default): scores, mask, softmax and mix written out; "dot_product_attention":
+# jax.nn.dot_product_attention where no dropout falls on the probabilities. Measured on
+# XLA:CPU by benchmarks/train_step_variants.py (BENCHMARKS.md); einsum is kept.
+ATTENTION = "einsum"
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with biases on q/k/v/out (as BART/mBART).
 
@@ -266,11 +272,19 @@ class MultiHeadAttention(nn.Module):
         """Queries from x attend over given keys/values: [B, Q, D]."""
         q_BxQxHxK = self.query(x_BxQxD) * (self.head_dim**-0.5)
         q_BxQxHxK = constrain(q_BxQxHxK, ("batch", "length", "heads", "kv"))
+        dropping = self.dropout_rate > 0.0 and not deterministic
+        if ATTENTION == "dot_product_attention" and not dropping:
+            # Benchmark switch (benchmarks/train_step_variants.py): jax's fused attention;
+            # the q scale is already applied, so scale=1.
+            out_BxQxHxK = jax.nn.dot_product_attention(
+                q_BxQxHxK, k_BxKxHxK, v_BxKxHxK, mask=mask_Bx1xQxK, scale=1.0
+            )
+            return self.out(out_BxQxHxK, x_BxQxD.shape[-1])
         logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxK, k_BxKxHxK).astype(jnp.float32)
         if mask_Bx1xQxK is not None:
             logits_BxHxQxK = jnp.where(mask_Bx1xQxK, logits_BxHxQxK, jnp.finfo(jnp.float32).min)
         probs_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
-        if self.dropout_rate > 0.0 and not deterministic:
+        if dropping:
             probs_BxHxQxK = self.probs_dropout(probs_BxHxQxK, deterministic=False)
         out_BxQxHxK = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxQxK, v_BxKxHxK)
         return self.out(out_BxQxHxK, x_BxQxD.shape[-1])

@@ -164,6 +164,39 @@ def fasta_digest(
     return sorted(peptides)
 
 
+def residue_frequencies(path: str | os.PathLike, allowed: frozenset[str]) -> dict[str, float]:
+    """Share of each residue letter in `allowed` over all proteins of a FASTA file (the
+    proteome's composition), sorted by letter; letters outside `allowed` are not counted."""
+    counts = dict.fromkeys(sorted(allowed), 0)
+    for _, protein in read_fasta(path):
+        for letter in protein:
+            if letter in counts:
+                counts[letter] += 1
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError(f"{path}: no residues among {sorted(allowed)}")
+    return {letter: n / total for letter, n in counts.items()}
+
+
+def random_tryptic_peptide(
+    rng: np.random.Generator, length: int, frequencies: dict[str, float]
+) -> str:
+    """A random tryptic-like peptide of `length` residues: K or R last (in their proteome
+    ratio), the others drawn independently with the proteome's frequencies of every residue
+    but K and R (a tryptic peptide without missed cleavages has none inside)."""
+    if length < 2:
+        raise ValueError(f"random tryptic peptides need >= 2 residues, got length={length}")
+    inner = {a: f for a, f in frequencies.items() if a not in "KR"}
+    ends = {a: f for a, f in frequencies.items() if a in "KR"}
+    if not inner or not ends:
+        raise ValueError("residue frequencies need K or R and at least one other residue")
+    letters, weights = list(inner), np.array(list(inner.values()))
+    body = rng.choice(len(letters), size=length - 1, p=weights / weights.sum())
+    end_letters, end_weights = list(ends), np.array(list(ends.values()))
+    end = end_letters[rng.choice(len(end_letters), p=end_weights / end_weights.sum())]
+    return "".join(letters[i] for i in body) + end
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """Short content hash of a file, for data set names that change when the data do."""
     with open(path, "rb") as f:

@@ -42,12 +42,15 @@ from zoo.peptide.simulate import (
     fasta_digest,
     file_digest,
     peptide_key,
+    random_tryptic_peptide,
+    residue_frequencies,
     simulate,
 )
 from zoo.peptide.spectra import LowQualitySpectrum, PreprocessConfig, Spectrum
 from zoo.peptide.spectra_tfds import spectrum_features
 
 __all__ = [
+    "DIGEST_TEST",
     "SPLITS",
     "SimulatedConfig",
     "SimulatedSpectra",
@@ -62,6 +65,12 @@ logging.getLogger("absl").addFilter(
 )
 
 SPLITS = ("train", "validation", "test")
+# pool="random" adds a second test set: spectra of the FASTA digest's test-split peptides.
+DIGEST_TEST = "test_digest"
+POOLS = ("digest", "random")
+# A random peptide is drawn again until its key hashes to the wanted split: ~1/fraction
+# draws on average; this many would mean a fraction of ~0.
+MAX_PEPTIDE_DRAWS = 10_000
 # A simulated spectrum that preprocessing would drop (too few peaks left) is re-drawn, at
 # most this many times; short, heavily dropped-out peptides need it now and then.
 MAX_DRAWS = 20
@@ -77,6 +86,10 @@ class SimulatedConfig(tfds.core.BuilderConfig):
     validation_fraction, test_fraction: share of the unique peptides held out per split.
     seed: peptide split, peptide order and every spectrum derive from it.
     fasta: protein FASTA path; "" = the embedded mouse proteins.
+    pool: "digest" (the FASTA's tryptic peptides: a few thousand, seen again and again in
+        training) or "random" (every spectrum a fresh random tryptic-like peptide with the
+        FASTA's residue frequencies: too many to memorise; adds the split "test_digest", the
+        digest's test peptides, as a second test set of real sequences).
     simulation: the spectrum simulator's knobs (charge, modification rates, noise, ...).
     preprocess: Casanovo's peak preprocessing applied before storing.
     residues: the vocabulary (tokens the peptides are written in).
@@ -92,6 +105,7 @@ class SimulatedConfig(tfds.core.BuilderConfig):
     test_fraction: float = 0.1
     seed: int = 0
     fasta: str = ""
+    pool: str = "digest"
     simulation: SimulationConfig = SimulationConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     residues: Residues = CASANOVO
@@ -108,6 +122,7 @@ _DATA_FIELDS = (
     "test_fraction",
     "seed",
     "fasta",
+    "pool",
     "simulation",
     "preprocess",
     "residues",
@@ -133,6 +148,8 @@ def config_name(config: SimulatedConfig) -> str:
             sorted(config.residues.masses.items()),
             config.residues.replace_isoleucine,
         )
+        # The digest pool's names predate `pool`; keep them (and their caches) as they were.
+        + (() if config.pool == "digest" else (config.pool,))
     )
     digest = hashlib.sha256(rest.encode()).hexdigest()[:10]
     return (
@@ -156,6 +173,10 @@ def _validate(config: SimulatedConfig) -> None:
             f"validation_fraction={config.validation_fraction} and test_fraction="
             f"{config.test_fraction} must be > 0 and sum to < 1 (the rest is train)"
         )
+    if config.pool not in POOLS:
+        raise ValueError(f"pool={config.pool!r}; use one of {POOLS}")
+    if config.pool == "random" and config.min_length < 2:
+        raise ValueError(f"pool='random' needs min_length >= 2, got {config.min_length}")
     if config.seed < 0:
         raise ValueError(f"seed={config.seed} must be >= 0 (numpy SeedSequence)")
     if config.fasta and not os.path.isfile(config.fasta):
@@ -216,10 +237,7 @@ def _splits_for(
 def config_splits(config: SimulatedConfig) -> dict[str, list[str]]:
     """The peptide pool of each split for this config (digest of its FASTA)."""
     fasta = _fasta_path(config)
-    # Unmodified residue letters the vocabulary can write (modified forms are drawn later).
-    allowed = frozenset(t for t in config.residues.masses if len(t) == 1 and t.isalpha())
-    if "C+57.021" in config.residues.masses:
-        allowed |= {"C"}
+    allowed = _allowed_letters(config)
     splits = _splits_for(
         fasta,
         file_digest(fasta),
@@ -240,22 +258,63 @@ def config_splits(config: SimulatedConfig) -> dict[str, list[str]]:
     return splits
 
 
-def generate_examples(config: SimulatedConfig, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields (key, example) for one split; deterministic in the config.
+def splits_of(config: SimulatedConfig) -> tuple[str, ...]:
+    """The builder's splits: train, validation, test, and test_digest for pool='random'."""
+    return SPLITS + ((DIGEST_TEST,) if config.pool == "random" else ())
 
-    Spectrum i of a split uses peptide perm[i % n] of that split's n peptides (a fresh seeded
-    permutation every n spectra) and its own Generator seeded (seed, split, i), so any
-    example can be regenerated alone.
-    """
+
+def _allowed_letters(config: SimulatedConfig) -> frozenset[str]:
+    """Unmodified residue letters the vocabulary can write (modified forms are drawn later)."""
+    allowed = frozenset(t for t in config.residues.masses if len(t) == 1 and t.isalpha())
+    if "C+57.021" in config.residues.masses:
+        allowed |= {"C"}
+    return allowed
+
+
+def _random_peptides(config: SimulatedConfig, split: str, num: int) -> Iterator[str]:
+    """Random tryptic-like peptides of one split: peptide i from its own Generator (seed,
+    split, i, 1), drawn again until its key hashes to `split`, so the splits are disjoint
+    by the same rule as the digest pool's."""
     split_index = SPLITS.index(split)
-    peptides = config_splits(config)[split]
-    num = (config.num_train, config.num_validation, config.num_test)[split_index]
-    order_rng = np.random.default_rng([config.seed, split_index])
+    frequencies = residue_frequencies(_fasta_path(config), _allowed_letters(config))
+    fractions = (config.validation_fraction, config.test_fraction)
+    for i in range(num):
+        rng = np.random.default_rng([config.seed, split_index, i, 1])
+        for _ in range(MAX_PEPTIDE_DRAWS):
+            length = int(rng.integers(config.min_length, config.max_length + 1))
+            peptide = random_tryptic_peptide(rng, length, frequencies)
+            if _split_of(peptide_key(peptide), config.seed, *fractions) == split:
+                break
+        else:
+            raise ValueError(f"no random {split} peptide in {MAX_PEPTIDE_DRAWS} draws")
+        yield peptide
+
+
+def _cycled(peptides: list[str], num: int, order_rng: np.random.Generator) -> Iterator[str]:
+    """`num` peptides cycling through fresh seeded permutations of `peptides`."""
     perm = np.empty(0, dtype=np.int64)
     for i in range(num):
         if i % len(peptides) == 0:
             perm = order_rng.permutation(len(peptides))
-        peptide = peptides[perm[i % len(peptides)]]
+        yield peptides[perm[i % len(peptides)]]
+
+
+def generate_examples(config: SimulatedConfig, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (key, example) for one split; deterministic in the config.
+
+    Digest pool (and the test_digest split): spectrum i of a split uses peptide perm[i % n]
+    of that split's n peptides (a fresh seeded permutation every n spectra). Random pool:
+    spectrum i has a random peptide of its own. Every spectrum has its own Generator seeded
+    (seed, split, i), so any example can be regenerated alone.
+    """
+    split_index = splits_of(config).index(split)
+    num = (config.num_train, config.num_validation, config.num_test, config.num_test)[split_index]
+    if config.pool == "random" and split != DIGEST_TEST:
+        peptides = _random_peptides(config, split, num)
+    else:
+        pool = config_splits(config)["test" if split == DIGEST_TEST else split]
+        peptides = _cycled(pool, num, np.random.default_rng([config.seed, split_index]))
+    for i, peptide in enumerate(peptides):
         rng = np.random.default_rng([config.seed, split_index, i])
         for draw in range(MAX_DRAWS):
             simulated = simulate(peptide, rng, config.simulation, config.residues)
@@ -307,7 +366,8 @@ class SimulatedSpectra(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         del dl_manager  # Everything is generated locally.
         _validate(self.builder_config)
-        return {split: self._generate_examples(split=split) for split in SPLITS}
+        splits = splits_of(self.builder_config)
+        return {split: self._generate_examples(split=split) for split in splits}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from generate_examples(self.builder_config, split)
