@@ -1,4 +1,4 @@
-"""`zoo train | compile | convert | translate | transfer | spm | denovo`."""
+"""`zoo train | compile | convert | translate | transfer | spm | denovo | plot`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from zoo.peptide.sequence import DEFAULTS as DENOVO_DEFAULTS
 from zoo.peptide.sequence import main as denovo
 from zoo.train.aot import main as compile_recipe
 from zoo.train.main import train
+from zoo.train.plot import main as plot
 from zoo.zett.transfer import METHODS as TRANSFER_METHODS
 from zoo.zett.transfer import main as transfer
 
@@ -127,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed spectra")
     p.set_defaults(func=denovo)
+
+    p = sub.add_parser("plot", help="learning curves of training runs (overlaid) as a PNG")
+    p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="run folders (metrics.jsonl)")
+    p.add_argument("--out", help="PNG path; default WORKDIR/learning_curves.png for one run, "
+                   "./learning_curves.png for several")  # fmt: skip
+    p.add_argument("--labels", help="comma-separated legend names, one per WORKDIR")
+    p.add_argument("--title", help="figure title")
+    p.set_defaults(func=plot)
     return parser
 
 

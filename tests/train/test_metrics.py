@@ -52,6 +52,26 @@ def test_eval_rows_go_to_the_same_file(run):
     assert all(0 <= r["eval_accuracy"] <= 1 for r in evals)
 
 
+def test_rows_carry_wall_time_and_the_run_ends_with_its_learning_curves(run):
+    walls = [r["wall_time"] for r in runner.metrics(run)]
+    assert walls == sorted(walls) and walls[0] >= 0
+    png = run / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_zoo_plot_overlays_runs_and_names_a_missing_workdir(run, tmp_path, capsys):
+    from zoo import cli
+
+    out = tmp_path / "both.png"
+    assert cli.main(["plot", str(run), str(run), "--labels", "a,b", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["plot", str(run), "--labels", "a,b", "--out", str(out)]) == 2
+    assert "2 labels for 1 workdirs" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing/metrics.jsonl: no metrics.jsonl" in err[0]
+
+
 def test_tensorboard_event_files_are_written(run):
     assert glob.glob(str(run / "tensorboard" / "events.out.tfevents.*"))
 

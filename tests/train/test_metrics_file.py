@@ -61,8 +61,33 @@ def test_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         writer.write(2, {"loss": 0.5, "learning_rate": 1e-3})
     monkeypatch.undo()
-    assert runner.metrics(tmp_path) == [{"step": 1, "loss": 1.0}]
+    assert [_no_clock(r) for r in runner.metrics(tmp_path)] == [{"step": 1, "loss": 1.0}]
     writer.write(2, {"loss": 0.5})  # space again: the next row lands whole
     writer.close()
     assert [r["step"] for r in runner.metrics(tmp_path)] == [1, 2]
     assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")
+
+
+def _no_clock(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "wall_time"}
+
+
+def test_wall_time_counts_on_when_a_run_resumes(tmp_path):
+    """Each row's wall_time grows; a resumed writer starts from the last kept row's."""
+    first = zmetrics.MetricsWriter(str(tmp_path), start_step=0)
+    first.write(1, {"loss": 1.0})
+    first.write(2, {"loss": 0.9})
+    first.close()
+    rows = runner.metrics(tmp_path)
+    assert 0 <= rows[0]["wall_time"] <= rows[1]["wall_time"]
+    # Pretend the first run had trained for an hour by step 1 (the row kept on resume).
+    text = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 1.0, "wall_time": 3600.0}\n' + text[1] + "\n"
+    )
+    resumed = zmetrics.MetricsWriter(str(tmp_path), start_step=1)  # step 2 is redone
+    resumed.write(2, {"loss": 0.8})
+    resumed.close()
+    rows = runner.metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert 3600.0 <= rows[1]["wall_time"] < 3600.0 + 60

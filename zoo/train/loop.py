@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from typing import Any
@@ -19,11 +20,12 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from zoo.io import modeldir
-from zoo.io.paths import as_path
+from zoo.io.paths import as_path, is_remote
 from zoo.train import checkpoint as zckpt
 from zoo.train import mesh as zmesh
 from zoo.train import metrics as zmetrics
 from zoo.train import optim as zoptim
+from zoo.train import plot as zplot
 from zoo.train import step as zstep
 
 log = logging.getLogger("zoo.train")
@@ -184,6 +186,17 @@ def _select(params, setup: zstep.Setup, patterns, source: str, seed: int):
     return traverse_util.unflatten_dict(picked, sep="/"), fresh
 
 
+def _write_learning_curves(workdir: str) -> None:
+    """WORKDIR/learning_curves.png at the end of a run; a failure to draw only warns (the
+    run and its checkpoints are done; `zoo plot WORKDIR` draws it again)."""
+    if is_remote(workdir):
+        return  # matplotlib writes local files; `zoo plot` on a copy draws it
+    try:
+        zplot.plot_runs([workdir], os.path.join(workdir, zplot.FILENAME))
+    except Exception as e:  # noqa: BLE001 - a picture never fails a finished run
+        log.warning("learning curves not drawn for %s: %s: %s", workdir, type(e).__name__, e)
+
+
 def train(config, workdir: str, task) -> dict[str, Any]:
     """Trains `task` as `config` says, in `workdir`; resumes from its latest checkpoint.
 
@@ -325,6 +338,8 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
             bar.close()
             writer.close()
             ckpt.close()
+    if is_main:
+        _write_learning_curves(workdir)
     summary["peak_flops_source"] = peak_source
     summary["state"] = state
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -93,6 +94,19 @@ def complete_rows(text: str, through_step: int) -> str:
     return "".join(kept)
 
 
+def _last_wall_time(text: str) -> float:
+    """The largest `wall_time` in a metrics.jsonl text (0 when none)."""
+    last = 0.0
+    for line in text.splitlines():
+        try:
+            value = json.loads(line).get("wall_time")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            last = max(last, float(value))
+    return last
+
+
 def _append(path: str, data: bytes) -> None:
     """Appends `data` whole or not at all: a failed write (disk full) is cut back off."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -125,11 +139,16 @@ class MetricsWriter:
         self.path = as_path(workdir) / "metrics.jsonl"
         self._text = ""
         self._tb = None
+        # Every row gets `wall_time`: seconds of this run's training so far, counted on
+        # from the last kept row when a run resumes (learning curves against time).
+        self._clock_start = time.perf_counter()
+        self._wall_offset = 0.0
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 old = self.path.read_text()
                 kept = old if start_step is None else complete_rows(old, start_step)
+                self._wall_offset = _last_wall_time(kept)
                 if self.remote:  # a resumed run keeps its earlier rows
                     self._text = kept
                 if kept != old:
@@ -154,6 +173,7 @@ class MetricsWriter:
         for k, v in metrics.items():
             v = np.asarray(v).item() if not isinstance(v, (str, int, float)) else v
             row[k] = v
+        row["wall_time"] = self._wall_offset + time.perf_counter() - self._clock_start
         line = json.dumps(row) + "\n"
         if self.remote:
             self.path.write_text(self._text + line)
