@@ -266,3 +266,53 @@ def train_stage(title: str, config: ConfigDict, workdir: str):
     task = tasks.get_task(config)
     summary = loop.train(config, workdir, task)
     return task, summary["state"].params
+
+
+def write_results(
+    workdir: str,
+    demo: str,
+    summary: dict,
+    details: dict,
+    runs: dict[str, str],
+    metrics: tuple[str, ...],
+) -> str:
+    """A demo's ending: WORKDIR/results.json ({"demo", "summary", "details"}), the training
+    runs' learning curves overlaid (WORKDIR/learning_curves.png, `zoo plot` of `runs`: label
+    -> run workdir) and WORKDIR/summary.png, a bar per model for each of `metrics` of the
+    summary. Returns the results.json path."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from zoo.train import plot
+
+    path = os.path.join(workdir, "results.json")
+    with open(path, "w") as f:
+        json.dump({"demo": demo, "summary": summary, "details": details}, f, indent=1)
+    done = {label: w for label, w in runs.items() if os.path.isfile(f"{w}/metrics.jsonl")}
+    if done:
+        plot.plot_runs(list(done.values()), os.path.join(workdir, plot.FILENAME), list(done))
+    fig = Figure(figsize=(3.2 * len(metrics) + 1, 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    names = list(summary)
+    for ax, metric in zip(axes, metrics):
+        values = [float(summary[n].get(metric, float("nan"))) for n in names]
+        bars = ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
+        ax.bar_label(bars, fmt="%.3g", fontsize="small")
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_title(metric)
+    fig.suptitle(f"{demo}: {os.path.abspath(workdir)}")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "summary.png"), dpi=100)
+    return path
+
+
+def print_table(title: str, summary: dict, metrics: tuple[str, ...]) -> None:
+    """The summary as a fixed-width table (the last thing a demo prints)."""
+    print(f"\n=== {title}")
+    print(f"{'model':<16}" + "".join(f"{m:>26}" for m in metrics))
+    for name, row in summary.items():
+        print(f"{name:<16}" + "".join(f"{float(row.get(m, float('nan'))):26.4f}" for m in metrics))

@@ -1,15 +1,19 @@
 """De novo peptide sequencing on simulated spectra: AR vs NAR vs the hybrid, on this CPU.
 
-Variants: tiny (tests: seconds), demo (this CPU). The data are simulated spectra of a
-tryptic digest of the mouse proteins shipped with zoo, split so that no test peptide
-was seen in training (zoo.peptide.simulated_tfds).
+Variants: tiny (tests: seconds), demo (this CPU). The data are simulated spectra of
+random tryptic-like peptides with the residue frequencies of the mouse proteins shipped
+with zoo (a pool too large to memorise: almost every spectrum is a new peptide), split so
+that no test peptide was seen in training; a second test set holds spectra of the real
+mouse digest's test peptides (zoo.peptide.simulated_tfds, pool="random").
 
 Run as a script, this file is the second half of `make demo`: it trains an AR-only
 (Casanovo-like), a NAR-only (PrimeNovo-like) and a hybrid (CrossNovo: joint stage with
 importance annealing, then the AR decoder alone with the encoder and NAR decoder frozen)
 model, and reports AA precision / peptide recall on the test split for AR beam search,
 NAR CTC beam search with and without precise mass control, and the hybrid; it writes the
-hybrid's predictions as mzTab and a PNG of one spectrum annotated with its b/y ions.
+hybrid's predictions as mzTab and a PNG of one spectrum annotated with its b/y ions, and
+ends with results.json (`summary`: ar / nar / nar_pmc / hybrid on the peptide-disjoint
+test), learning_curves.png (the four training runs) and summary.png.
 
   python recipes/denovo_demo.py --workdir runs/denovo_demo
 
@@ -22,7 +26,6 @@ hybrid's predictions as mzTab and a PNG of one spectrum annotated with its b/y i
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -52,6 +55,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     c.task.simulated.min_length = 6  # peptide lengths (residues)
     c.task.simulated.max_length = 12
     c.task.simulated.seed = 0  # the simulation's seed (not training's)
+    c.task.simulated.pool = "random"  # or "digest": the mouse digest's few thousand peptides
     c.model = common.peptide_model(
         d_model=128,
         n_heads=4,
@@ -183,46 +187,58 @@ def main(argv=None) -> int:
     )
 
     task = runs["hybrid"][0]
-    test = task.source("test")
-    keep = task.kept_indices("test")[: args.test_spectra]
-    examples = [test[int(i)] for i in keep]
-    truth = [features.text_field(e["peptide"]) for e in examples]
+    # summary key -> (label, run, decoder)
     evals = {
-        "AR beam": ("AR (Casanovo-like)", "ar"),
-        "NAR CTC beam": ("NAR (PrimeNovo-like)", "nar"),
-        "NAR CTC + mass control": ("NAR (PrimeNovo-like)", "nar_pmc"),
-        "hybrid (AR beam on NAR states)": ("hybrid", "hybrid"),
+        "ar": ("AR beam", "AR (Casanovo-like)", "ar"),
+        "nar": ("NAR CTC beam", "NAR (PrimeNovo-like)", "nar"),
+        "nar_pmc": ("NAR CTC + mass control", "NAR (PrimeNovo-like)", "nar_pmc"),
+        "hybrid": ("hybrid (AR beam on NAR states)", "hybrid", "hybrid"),
     }
-    results, predictions = {}, {}
-    for label, (run, decoder) in evals.items():
-        t, params = runs[run]
-        seq = Sequencer(
+    sequencers = {}
+    for run, (t, params) in runs.items():
+        sequencers[run] = Sequencer(
             t.model.config,
             jax.device_get(params),
             t.residues,
             max_peaks=t.config.task.max_peaks,
             beam=args.beam,
         )
-        start = time.time()
-        preds = seq.predict_all(examples, decoder, batch_size=64)
-        seconds = time.time() - start
-        predictions[label] = preds
-        m = evaluate(truth, [p.peptide for p in preds])
-        m["spectra_per_s"] = len(examples) / seconds
-        m["matches_precursor"] = float(np.mean([p.matches_precursor for p in preds]))
-        results[label] = m
-
-    print(
-        f"\n=== test split: {len(examples)} spectra of peptides never seen in training "
-        f"({args.steps} updates per model; {time.time() - t0:.0f} s so far)"
-    )
-    print(f"{'decoder':<32} {'AA prec':>8} {'AA rec':>8} {'pep rec':>8} {'fits':>6} {'spec/s':>8}")
-    for label, m in results.items():
+    tests = [("test", "peptide-disjoint random peptides")]
+    if task.config.task.simulated.get("pool", "digest") == "random":
+        tests.append(("test_digest", "the mouse digest's test peptides"))
+    results, predictions = {}, {}
+    for split, what in tests:
+        source = task.source(split)
+        keep = task.kept_indices(split)[: args.test_spectra]
+        split_examples = [source[int(i)] for i in keep]
+        split_truth = [features.text_field(e["peptide"]) for e in split_examples]
+        results[split] = {}
+        for key, (_, run, decoder) in evals.items():
+            start = time.time()
+            preds = sequencers[run].predict_all(split_examples, decoder, batch_size=64)
+            seconds = time.time() - start
+            m = evaluate(split_truth, [p.peptide for p in preds])
+            m["spectra_per_s"] = len(split_examples) / seconds
+            m["matches_precursor"] = float(np.mean([p.matches_precursor for p in preds]))
+            results[split][key] = m
+            if split == "test":
+                predictions[key] = preds
+        if split == "test":
+            examples, truth = split_examples, split_truth
         print(
-            f"{label:<32} {m['aa_precision']:8.3f} {m['aa_recall']:8.3f} "
-            f"{m['peptide_recall']:8.3f} {m['matches_precursor']:6.2f} {m['spectra_per_s']:8.1f}"
+            f"\n=== {split}: {len(split_examples)} spectra of {what}, never seen in training "
+            f"({args.steps} updates per model; {time.time() - t0:.0f} s so far)"
         )
-    hybrid = predictions["hybrid (AR beam on NAR states)"]
+        print(
+            f"{'decoder':<32} {'AA prec':>8} {'AA rec':>8} {'pep rec':>8} {'fits':>6} {'spec/s':>8}"
+        )
+        for key, m in results[split].items():
+            print(
+                f"{evals[key][0]:<32} {m['aa_precision']:8.3f} {m['aa_recall']:8.3f} "
+                f"{m['peptide_recall']:8.3f} {m['matches_precursor']:6.2f} "
+                f"{m['spectra_per_s']:8.1f}"
+            )
+    hybrid = predictions["hybrid"]
     out = os.path.join(args.workdir, "hybrid_test.mztab")
     psms = [
         to_psm(_as_spectrum(e, i), p) for i, (e, p) in enumerate(zip(examples, hybrid)) if p.peptide
@@ -238,10 +254,38 @@ def main(argv=None) -> int:
         )
     print(f"\nmzTab: {out} ({len(psms)} PSMs)\nannotated spectrum: {png}")
     print(f"  true {truth[best]}\n  pred {hybrid[best].peptide}")
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    keys = ("aa_precision", "aa_recall", "peptide_recall")
+    summary = {k: {m: results["test"][k][m] for m in keys} for k in evals}
+    workdirs = {
+        "AR": os.path.join(args.workdir, "ar"),
+        "NAR": os.path.join(args.workdir, "nar"),
+        "hybrid stage 1": h1,
+        "hybrid stage 2": os.path.join(args.workdir, "hybrid"),
+    }
+    details = {
+        "splits": results,
+        "updates_per_model": args.steps,
+        "hybrid_stage2_updates": args.stage2_steps,
+        "beam": args.beam,
+        "train_seconds": {k: _train_seconds(w) for k, w in workdirs.items()},
+        "seconds": time.time() - t0,
+    }
+    common.write_results(args.workdir, "denovo_demo", summary, details, workdirs, keys)
+    common.print_table(
+        f"de novo, {len(examples)} test spectra of unseen peptides (results.json, summary.png)",
+        summary,
+        keys,
+    )
     print(f"total {time.time() - t0:.0f} s")
     return 0
+
+
+def _train_seconds(workdir: str) -> float:
+    """Training wall time of a run: its last metrics row's wall_time (0 when none)."""
+    from zoo.train import plot
+
+    rows = plot.read_metrics(workdir) if os.path.isfile(f"{workdir}/metrics.jsonl") else []
+    return max([float(r.get("wall_time", 0.0)) for r in rows], default=0.0)
 
 
 def _as_spectrum(example: dict, index: int):

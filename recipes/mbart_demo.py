@@ -17,13 +17,13 @@ the same total number of updates, and prints sacreBLEU / chrF on the test split:
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import common
 import ml_collections
+import numpy as np
 
 from zoo.mbart import gettext
 from zoo.mbart.metrics import corpus_scores
@@ -107,7 +107,9 @@ def main(argv=None) -> int:
     ap.add_argument("--test-sentences", type=int, default=300, help="test sentences to score")
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--variant", default="demo", help="model/data config: demo, or tiny (tests)")
+    ap.add_argument("--seeds", default="0,1", help="training seeds; each trains both models")
     args = ap.parse_args(argv)
+    seeds = [int(x) for x in args.seeds.split(",")]
 
     # The baseline and CSR stage 2 train and translate with the same shapes: a persistent
     # compilation cache lets the second model reuse the first one's executables.
@@ -135,8 +137,9 @@ def main(argv=None) -> int:
         )
     print(f"sentencepiece model: {spm_prefix}.model ({args.vocab_size} pieces)")
 
-    def config(name: str, steps: int, init_from: str = ""):
+    def config(name: str, steps: int, seed: int, init_from: str = ""):
         c = get_config(args.variant)
+        c.seed = seed
         c.task.name = name
         c.task.spm_model = spm_prefix + ".model"
         c.task.locale_dir = args.locale_dir
@@ -148,46 +151,77 @@ def main(argv=None) -> int:
         return c
 
     total = args.mt_steps
-    runs = {}
-    mt_dir = os.path.join(args.workdir, "translation")
-    runs["translation only"] = common.train_stage(
-        "baseline: translation", config("translation", total), mt_dir
-    )
-    csr_dir = os.path.join(args.workdir, "csr_stage1")
-    common.train_stage("CSR stage 1: csr", config("csr", args.csr_steps), csr_dir)
-    runs["CSR + translation"] = common.train_stage(
-        "CSR stage 2: translation",
-        config("translation", total - args.csr_steps, csr_dir),
-        os.path.join(args.workdir, "csr_translation"),
-    )
-
     sources = [s for s, _ in pairs["test"][: args.test_sentences]]
     references = [r for _, r in pairs["test"][: args.test_sentences]]
-    results = {}
-    for name, (task, params) in runs.items():
-        hyps = translate(
-            task.model,
-            params,
-            task.tokenizer(),
-            sources,
-            src_lang=task.config.task.src_lang,
-            tgt_lang=task.config.task.tgt_lang,
-            options=TranslateOptions(beam=args.beam),
+    # results[model][seed] -> BLEU / chrF / samples; `translation` is the baseline's folder
+    # of seed 0 (the ZeTT demo's base model).
+    results = {"translation": {}, "csr_translation": {}}
+    workdirs = {}
+    for seed in seeds:
+        tag = "" if seed == 0 else f"_seed{seed}"
+        mt_dir = os.path.join(args.workdir, f"translation{tag}")
+        csr_dir = os.path.join(args.workdir, f"csr_stage1{tag}")
+        runs = {
+            "translation": common.train_stage(
+                f"baseline: translation, seed {seed}", config("translation", total, seed), mt_dir
+            )
+        }
+        common.train_stage(
+            f"CSR stage 1: csr, seed {seed}", config("csr", args.csr_steps, seed), csr_dir
         )
-        results[name] = {**corpus_scores(hyps, references), "samples": hyps[:3]}
+        runs["csr_translation"] = common.train_stage(
+            f"CSR stage 2: translation, seed {seed}",
+            config("translation", total - args.csr_steps, seed, csr_dir),
+            os.path.join(args.workdir, f"csr_translation{tag}"),
+        )
+        workdirs[f"translation s{seed}"] = mt_dir
+        workdirs[f"CSR s{seed}"] = csr_dir
+        workdirs[f"CSR+translation s{seed}"] = os.path.join(args.workdir, f"csr_translation{tag}")
+        for name, (task, params) in runs.items():
+            hyps = translate(
+                task.model,
+                params,
+                task.tokenizer(),
+                sources,
+                src_lang=task.config.task.src_lang,
+                tgt_lang=task.config.task.tgt_lang,
+                options=TranslateOptions(beam=args.beam),
+            )
+            results[name][seed] = {**corpus_scores(hyps, references), "samples": hyps[:3]}
     print(
         f"\n=== test split, first {len(sources)} sentences, beam {args.beam} "
         f"(total {total} updates each; {time.time() - t0:.0f} s so far)"
     )
-    print(f"{'model':<20} {'BLEU':>6} {'chrF':>6}")
-    for name, r in results.items():
-        print(f"{name:<20} {r['bleu']:6.2f} {r['chrf']:6.2f}")
-    for i in range(3):
+    labels = {"translation": "translation only", "csr_translation": "CSR + translation"}
+    summary = {}
+    print(f"{'model':<20} {'seed':>4} {'BLEU':>6} {'chrF':>6}")
+    for name, per_seed in results.items():
+        for seed, r in per_seed.items():
+            print(f"{labels[name]:<20} {seed:>4} {r['bleu']:6.2f} {r['chrf']:6.2f}")
+        summary[name] = {
+            m: float(np.mean([r[m] for r in per_seed.values()])) for m in ("bleu", "chrf")
+        }
+        for m in ("bleu", "chrf"):  # spread over seeds (population std; 0 for one seed)
+            summary[name][f"{m}_std"] = float(np.std([r[m] for r in per_seed.values()]))
+    for i in range(min(3, len(sources))):
         print(f"\n  en:  {sources[i]}\n  ref: {references[i]}")
-        for name, r in results.items():
-            print(f"  {name}: {r['samples'][i]}")
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump({k: {m: v for m, v in r.items()} for k, r in results.items()}, f, indent=1)
+        for name, per_seed in results.items():
+            print(f"  {labels[name]}: {per_seed[seeds[0]]['samples'][i]}")
+    details = {
+        "per_seed": {n: {str(k): v for k, v in r.items()} for n, r in results.items()},
+        "seeds": seeds,
+        "updates_per_model": total,
+        "csr_updates": args.csr_steps,
+        "test_sentences": len(sources),
+        "beam": args.beam,
+        "seconds": time.time() - t0,
+    }
+    common.write_results(args.workdir, "mbart_demo", summary, details, workdirs, ("bleu", "chrf"))
+    common.print_table(
+        f"en->de, {len(sources)} test sentences, mean over seeds {seeds} (results.json)",
+        summary,
+        ("bleu", "bleu_std", "chrf", "chrf_std"),
+    )
     return 0
 
 

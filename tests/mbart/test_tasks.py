@@ -278,21 +278,29 @@ def test_tfds_catalog_corpus_trains_on_mock_data(task, corpus, langs, tmp_path):
     assert any("eval_loss" in r for r in rows)
 
 
-def test_mbart_demo_script_trains_both_models_and_scores_them(tmp_path, locale_dir):
+def test_mbart_demo_script_trains_both_models_and_scores_them(tmp_path, locale_dir, monkeypatch):
     """`make demo`'s orchestration end to end, on the generated catalogs and tiny models."""
     import json
     import runpy
 
+    monkeypatch.syspath_prepend(str(runner.REPO / "recipes"))  # as `python recipes/X.py`
     demo = runpy.run_path(str(runner.REPO / "recipes" / "mbart_demo.py"))
     workdir = tmp_path / "demo"
     args = ["--workdir", str(workdir), "--locale-dir", str(locale_dir), "--variant", "tiny"]
     args += ["--vocab-size", "60", "--mt-steps", "3", "--csr-steps", "1"]
-    args += ["--test-sentences", "6", "--beam", "2"]
+    args += ["--test-sentences", "6", "--beam", "2", "--seeds", "0,1"]
     assert demo["main"](args) == 0
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results) == {"translation only", "CSR + translation"}
-    for r in results.values():
+    summary, per_seed = results["summary"], results["details"]["per_seed"]
+    assert set(summary) == set(per_seed) == {"translation", "csr_translation"}
+    for name, r in summary.items():
         assert 0.0 <= r["bleu"] <= 100.0 and 0.0 <= r["chrf"] <= 100.0
-        assert len(r["samples"]) == 3
+        assert set(per_seed[name]) == {"0", "1"}
+        chrfs = [per_seed[name][s]["chrf"] for s in ("0", "1")]
+        assert r["chrf"] == pytest.approx(sum(chrfs) / 2)
+        assert r["chrf_std"] == pytest.approx(abs(chrfs[0] - chrfs[1]) / 2)
+        assert all(len(per_seed[name][s]["samples"]) == 3 for s in ("0", "1"))
     assert runner.checkpoint_steps(workdir / "csr_stage1") == [1]
-    assert runner.checkpoint_steps(workdir / "csr_translation") == [2]
+    assert runner.checkpoint_steps(workdir / "csr_translation_seed1") == [2]
+    for png in ("learning_curves.png", "summary.png", "translation/learning_curves.png"):
+        assert (workdir / png).read_bytes()[:4] == b"\x89PNG", png
