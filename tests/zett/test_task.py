@@ -266,3 +266,31 @@ def test_task_refuses_to_train_the_base_model(tmp_path, capsys):
         ]
     )  # fmt: skip
     assert code == 2 and "optim.frozen" in capsys.readouterr().err
+
+
+def test_zett_demo_script_end_to_end(trained, locale_dir, tmp_path, monkeypatch):  # noqa: F811
+    """`make demo`'s ZeTT part on the tiny base: a new tokenizer, the hypernetwork, the three
+    transfers, results.json's summary for every model, and the figures."""
+    import json
+    import runpy
+
+    from tests.train import runner
+
+    monkeypatch.syspath_prepend(str(runner.REPO / "recipes"))  # as `python recipes/X.py`
+    demo = runpy.run_path(str(runner.REPO / "recipes" / "zett_demo.py"))
+    workdir = tmp_path / "zett_demo"
+    args = ["--workdir", str(workdir), "--base", str(trained["base"]), "--variant", "tiny"]
+    args += ["--locale-dir", str(locale_dir), "--vocab-size", "64", "--steps", "2"]
+    assert demo["main"](args + ["--test-sentences", "4"]) == 0
+    summary = json.loads((workdir / "results.json").read_text())["summary"]
+    assert set(summary) == {"original", "hypernet", "fvt", "lexical"}
+    for row in summary.values():
+        assert set(row) == {
+            "nats_per_char", "tokens_per_sentence_src", "tokens_per_sentence_tgt", "chrf"
+        }  # fmt: skip
+        assert math.isfinite(row["nats_per_char"]) and row["nats_per_char"] > 0
+        assert row["tokens_per_sentence_src"] > 0 and 0 <= row["chrf"] <= 100
+    # Every transferred model shares one tokenizer: the same token counts.
+    assert len({r["tokens_per_sentence_tgt"] for k, r in summary.items() if k != "original"}) == 1
+    for png in ("summary.png", "learning_curves.png", "hypernet/learning_curves.png"):
+        assert (workdir / png).read_bytes()[:4] == b"\x89PNG", png
