@@ -34,7 +34,7 @@ demo-smoke: $(STAMP)
 # Two workers (one per core here): compiles are single-threaded, so they overlap well.
 # --dist loadfile keeps a file's module fixtures (e.g. one trained run) in one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zoo tests recipes benchmarks
