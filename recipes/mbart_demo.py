@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         c.task.data_dir = data_dir
         c.train.num_steps = steps
         c.train.init_from = init_from
-        c.eval.every_steps = steps
+        c.eval.every_steps = max(1, steps // 4)  # learning curves: 4 eval points
         c.checkpoint.every_steps = steps
         return c
 

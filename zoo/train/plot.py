@@ -70,13 +70,15 @@ def plot_runs(
     fig = Figure(figsize=(11, 3.0 * len(keys) + 0.6))
     axes = fig.subplots(len(keys), 2, squeeze=False)
     for row, key in enumerate(keys):
-        for label, rows in zip(labels, runs):
+        for i, (label, rows) in enumerate(zip(labels, runs)):
             steps, walls, values = _series(rows, key)
             if not values:
                 continue
-            style = {"marker": "o", "markersize": 3} if key != "loss" else {"linewidth": 1}
-            axes[row][0].plot(steps, values, label=label, **style)
-            axes[row][1].plot(walls, values, label=label, **style)
+            # One colour per run in every panel, whichever runs logged the metric.
+            style = {"color": f"C{i % 10}", "label": label}
+            style |= {"marker": "o", "markersize": 3} if key != "loss" else {"linewidth": 1}
+            axes[row][0].plot(steps, values, **style)
+            axes[row][1].plot(walls, values, **style)
         axes[row][0].set_ylabel("train loss" if key == "loss" else key)
         for ax in axes[row]:
             ax.grid(True, alpha=0.3)
