@@ -47,35 +47,28 @@ VARIANTS = {
 }
 
 
-@contextlib.contextmanager
-def autodiff_layer_norm():
-    """zoo.nn.layers.LayerNorm differentiated by jax.grad (not its hand-written backward)
-    while the step is traced: what zoo did before the custom VJP."""
-    from zoo.nn import layers
+def switch(name: str, value: str):
+    """A context manager that sets the module switch zoo.nn.layers.NAME to VALUE while the
+    step is traced, then puts it back."""
 
-    old, layers.LAYER_NORM_GRAD = layers.LAYER_NORM_GRAD, "autodiff"
-    try:
-        yield
-    finally:
-        layers.LAYER_NORM_GRAD = old
+    @contextlib.contextmanager
+    def patch():
+        from zoo.nn import layers
 
+        old = getattr(layers, name)
+        setattr(layers, name, value)
+        try:
+            yield
+        finally:
+            setattr(layers, name, old)
 
-VARIANTS["autodiff_layer_norm"] = ({}, {}, autodiff_layer_norm)
-
-
-@contextlib.contextmanager
-def dot_product_attention():
-    """zoo.nn.layers.MultiHeadAttention through jax.nn.dot_product_attention while traced."""
-    from zoo.nn import layers
-
-    old, layers.ATTENTION = layers.ATTENTION, "dot_product_attention"
-    try:
-        yield
-    finally:
-        layers.ATTENTION = old
+    return patch
 
 
-VARIANTS["dot_product_attention"] = ({}, {}, dot_product_attention)
+# LayerNorm differentiated by jax.grad instead of its hand-written backward (what zoo did
+# before the custom VJP), and attention through jax.nn.dot_product_attention.
+VARIANTS["autodiff_layer_norm"] = ({}, {}, switch("LAYER_NORM_GRAD", "autodiff"))
+VARIANTS["dot_product_attention"] = ({}, {}, switch("ATTENTION", "dot_product_attention"))
 # Rematerialisation per encoder/decoder layer (model.remat): recompute in the backward what
 # the forward would otherwise keep. Fewer live buffers; whether XLA:CPU gains is measured.
 for _policy in ("full", "dots_saveable", "dots_with_no_batch_dims_saveable"):
@@ -148,8 +141,12 @@ def main(argv=None):
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--json", default="")
-    ap.add_argument("--profile", default="", help="write a jax.profiler trace of 2 steps of "
-                    "the first variant here and print the ops that take the most time")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="write a jax.profiler trace of 2 steps of "
+        "the first variant here and print the ops that take the most time",
+    )
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     ids = rng.integers(3, args.vocab - 8, size=(2, args.batch, args.length), dtype=np.int32)

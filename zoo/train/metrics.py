@@ -94,17 +94,25 @@ def complete_rows(text: str, through_step: int) -> str:
     return "".join(kept)
 
 
-def _last_wall_time(text: str) -> float:
-    """The largest `wall_time` in a metrics.jsonl text (0 when none)."""
-    last = 0.0
+def parse_rows(text: str) -> list[dict[str, Any]]:
+    """The whole JSON rows of a metrics.jsonl text that have an integer `step` (a torn or
+    foreign line is skipped)."""
+    rows = []
     for line in text.splitlines():
         try:
-            value = json.loads(line).get("wall_time")
-        except (ValueError, AttributeError):
+            row = json.loads(line)
+        except ValueError:
             continue
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            last = max(last, float(value))
-    return last
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+def _last_wall_time(text: str) -> float:
+    """The largest `wall_time` in a metrics.jsonl text (0 when none)."""
+    walls = [r.get("wall_time") for r in parse_rows(text)]
+    finite = [float(w) for w in walls if isinstance(w, (int, float)) and math.isfinite(w)]
+    return max(finite, default=0.0)
 
 
 def _append(path: str, data: bytes) -> None:

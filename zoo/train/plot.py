@@ -9,11 +9,12 @@ matplotlib draws off-screen (Agg); nothing here changes the process's backend fo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from typing import Any
+
+from zoo.train.metrics import parse_rows
 
 FILENAME = "learning_curves.png"
 # Most eval rows a figure draws (the first ones in sorted order); more make it unreadable.
@@ -25,16 +26,8 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no metrics.jsonl; is {workdir} a training run's workdir?")
-    rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
-    return rows
+        return parse_rows(f.read())
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float], list[float]]:
