@@ -130,7 +130,7 @@ def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
         [float(x) for x in example["intensity"]],
     )
     spectrum.annotate_proforma(
-        CASANOVO.to_proforma(tokens),
+        CASANOVO.to_proforma(tokens, mass_deltas=True),  # no Unimod download
         fragment_tol_mass=0.05,
         fragment_tol_mode="Da",
         ion_types="by",
@@ -146,48 +146,58 @@ def annotate_png(path: str, example: dict, peptide: str, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="de novo demo: AR vs NAR vs hybrid")
     ap.add_argument("--workdir", default="runs/denovo_demo")
-    ap.add_argument("--steps", type=int, default=900, help="updates per model")
-    ap.add_argument("--stage2-steps", type=int, default=200, help="hybrid: of which AR-only")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=150.0,
+        help="training wall time per model (the hybrid: both stages); 0 = --steps each",
+    )
+    ap.add_argument("--stage2-fraction", type=float, default=0.3, help="hybrid: AR-only share")
+    ap.add_argument("--steps", type=int, default=900, help="updates per model with --seconds 0")
+    ap.add_argument("--stage2-steps", type=int, default=200, help="of which AR-only (hybrid)")
     ap.add_argument("--beam", type=int, default=5, help="AR beams")
     ap.add_argument("--test-spectra", type=int, default=256)
     ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train hybrid variants (why the hybrid trails AR) and score them",
+    )
     args = ap.parse_args(argv)
 
     common.use_compilation_cache(args.workdir)
     t0 = time.time()
     os.makedirs(args.workdir, exist_ok=True)
     data_dir = os.path.join(args.workdir, "tfds")
+    timed = args.seconds > 0
 
-    def config(mode: str, steps: int, **overrides):
+    def config(mode: str, steps: int, seconds: float = 0.0, **overrides):
         c = get_config(args.variant)
         c.task.data_dir = data_dir
         c.model.mode = mode
-        c.train.num_steps = steps
-        c.eval.every_steps = max(1, steps // 4)  # learning curves: 4 eval points
-        c.checkpoint.every_steps = steps
+        if timed:  # equal wall time: the budget ends each run, num_steps is only a cap
+            c.train.num_steps = MAX_STEPS
+            c.train.max_seconds = seconds
+            c.eval.every_steps = EVAL_EVERY if args.variant == "demo" else 1
+            c.checkpoint.every_steps = 500
+        else:
+            c.train.num_steps = steps
+            c.eval.every_steps = max(1, steps // 4)  # learning curves: 4 eval points
+            c.checkpoint.every_steps = steps
         return common.with_overrides(c, overrides)
 
-    s1 = args.steps - args.stage2_steps
+    w = lambda name: os.path.join(args.workdir, name)  # noqa: E731
     runs = {}
     runs["AR (Casanovo-like)"] = common.train_stage(
-        "AR only: mode ar", config("ar", args.steps), os.path.join(args.workdir, "ar")
+        "AR only: mode ar", config("ar", args.steps, args.seconds), w("ar")
     )
     runs["NAR (PrimeNovo-like)"] = common.train_stage(
-        "NAR only: mode nar", config("nar", args.steps), os.path.join(args.workdir, "nar")
+        "NAR only: mode nar", config("nar", args.steps, args.seconds), w("nar")
     )
-    h1 = os.path.join(args.workdir, "hybrid_stage1")
-    common.train_stage(
-        "hybrid stage 1 (joint, lambda = step/T): mode hybrid", config("hybrid", s1), h1
-    )
-    runs["hybrid"] = common.train_stage(
-        "hybrid stage 2 (AR decoder alone; encoder and NAR frozen): mode hybrid",
-        config(
-            "hybrid",
-            args.stage2_steps,
-            **{"task.stage": "ar", "train.init_from": h1, "optim.frozen": ("^encoder_", "^nar_")},
-        ),
-        os.path.join(args.workdir, "hybrid"),
-    )
+    runs["hybrid"] = train_hybrid(args, config, w("hybrid_stage1"), w("hybrid"))
+    ablations = {}
+    if args.ablation:
+        ablations = train_ablations(args, config, w)
 
     task = runs["hybrid"][0]
     # summary key -> (label, run, decoder)
@@ -206,6 +216,7 @@ def main(argv=None) -> int:
             max_peaks=t.config.task.max_peaks,
             beam=args.beam,
         )
+    budget = f"{args.seconds:.0f} s of training per model" if timed else f"{args.steps} updates"
     tests = [("test", "peptide-disjoint random peptides")]
     if task.config.task.simulated.get("pool", "digest") == "random":
         tests.append(("test_digest", "the mouse digest's test peptides"))
@@ -230,7 +241,7 @@ def main(argv=None) -> int:
             examples, truth = split_examples, split_truth
         print(
             f"\n=== {split}: {len(split_examples)} spectra of {what}, never seen in training "
-            f"({args.steps} updates per model; {time.time() - t0:.0f} s so far)"
+            f"({budget}; {time.time() - t0:.0f} s so far)"
         )
         print(
             f"{'decoder':<32} {'AA prec':>8} {'AA rec':>8} {'pep rec':>8} {'fits':>6} {'spec/s':>8}"
@@ -260,19 +271,23 @@ def main(argv=None) -> int:
     keys = ("aa_precision", "aa_recall", "peptide_recall")
     summary = {k: {m: results["test"][k][m] for m in keys} for k in evals}
     workdirs = {
-        "AR": os.path.join(args.workdir, "ar"),
-        "NAR": os.path.join(args.workdir, "nar"),
-        "hybrid stage 1": h1,
-        "hybrid stage 2": os.path.join(args.workdir, "hybrid"),
+        "AR": w("ar"),
+        "NAR": w("nar"),
+        "hybrid stage 1": w("hybrid_stage1"),
+        "hybrid stage 2": w("hybrid"),
     }
     details = {
         "splits": results,
-        "updates_per_model": args.steps,
-        "hybrid_stage2_updates": args.stage2_steps,
+        "budget": {"seconds_per_model": args.seconds, "stage2_fraction": args.stage2_fraction}
+        if timed
+        else {"updates_per_model": args.steps, "hybrid_stage2_updates": args.stage2_steps},
         "beam": args.beam,
-        "train_seconds": {k: _train_seconds(w) for k, w in workdirs.items()},
+        "train_seconds": {k: _train_seconds(d) for k, d in workdirs.items()},
+        "updates": {k: _train_steps(d) for k, d in workdirs.items()},
         "seconds": time.time() - t0,
     }
+    if ablations:
+        details["ablation"] = score_ablations(args, ablations, examples, truth, w)
     common.write_results(args.workdir, "denovo_demo", summary, details, workdirs, keys)
     common.print_table(
         f"de novo, {len(examples)} test spectra of unseen peptides (results.json, summary.png)",
@@ -281,6 +296,119 @@ def main(argv=None) -> int:
     )
     print(f"total {time.time() - t0:.0f} s")
     return 0
+
+
+MAX_STEPS = 100_000  # a cap only: with --seconds the wall-time budget ends each run
+EVAL_EVERY = 250  # updates between evals with --seconds (the learning curves' points)
+FROZEN = ("^encoder_", "^nar_")  # hybrid stage 2 trains the AR decoder alone
+
+# Hybrid variants of --ablation: key -> (what changes, train_hybrid keyword arguments).
+ABLATIONS = {
+    "unfrozen": ("stage 2 trains everything (nothing frozen)", {"frozen": ()}),
+    "long_stage2": ("stage 2 is 60% of the time (not 30%)", {"stage2_fraction": 0.6}),
+    "no_anneal": (
+        "stage 1 at a fixed lambda 0.5 (no annealing)",
+        {"stage1": {"task.anneal": False, "task.ar_weight": 0.5}},
+    ),
+    "twice_time": ("twice the wall time", {"scale": 2.0}),
+}
+
+
+def train_hybrid(
+    args,
+    config,
+    h1: str,
+    h2: str,
+    *,
+    frozen=FROZEN,
+    stage2_fraction: float | None = None,
+    stage1: dict | None = None,
+    scale: float = 1.0,
+):
+    """CrossNovo's two stages -> (task, params) of stage 2. With --seconds, stage 1 gets
+    (1 - stage2_fraction) of the budget and anneals lambda over the updates that time is
+    expected to hold (from the AR and NAR runs' measured rates: a hybrid step runs both
+    decoders); stage 2 gets the rest."""
+    frac = args.stage2_fraction if stage2_fraction is None else stage2_fraction
+    stage1 = dict(stage1 or {})
+    stage2 = {"task.stage": "ar", "train.init_from": h1, "optim.frozen": tuple(frozen)}
+    if args.seconds > 0:
+        seconds = args.seconds * scale
+        s1, s2 = seconds * (1.0 - frac), seconds * frac
+        if stage1.get("task.anneal", True):
+            stage1.setdefault("task.anneal_steps", _expected_hybrid_steps(args.workdir, s1))
+        c1, c2 = config("hybrid", 0, s1, **stage1), config("hybrid", 0, s2, **stage2)
+        when = f"{s1:.0f} s, then {s2:.0f} s"
+    else:
+        steps2 = round(args.stage2_steps * scale)
+        steps1 = round(args.steps * scale) - steps2
+        c1, c2 = config("hybrid", steps1, **stage1), config("hybrid", steps2, **stage2)
+        when = f"{steps1} then {steps2} updates"
+    joint = (
+        f"lambda = step / {c1.task.anneal_steps or c1.train.num_steps}"
+        if c1.task.anneal
+        else f"lambda = {c1.task.ar_weight}"
+    )
+    common.train_stage(f"hybrid stage 1 (joint, {joint}; {when}): mode hybrid", c1, h1)
+    what = f"frozen {', '.join(frozen)}" if frozen else "nothing frozen"
+    return common.train_stage(f"hybrid stage 2 (AR loss alone; {what})", c2, h2)
+
+
+def train_ablations(args, config, w) -> dict:
+    """--ablation: each hybrid variant of ABLATIONS, trained in its own workdirs."""
+    out = {}
+    for key, (what, kwargs) in ABLATIONS.items():
+        print(f"\n=== ablation {key}: {what}")
+        task, params = train_hybrid(
+            args, config, w(f"ablation_{key}_stage1"), w(f"ablation_{key}"), **kwargs
+        )
+        out[key] = (what, task, params)
+    return out
+
+
+def score_ablations(args, ablations: dict, examples, truth, w) -> dict:
+    """The hybrid decoder of each ablation run on the peptide-disjoint test; printed."""
+    out = {}
+    print(f"\n=== ablation: the hybrid decoder, {len(examples)} test spectra")
+    print(f"{'variant':<46} {'AA prec':>8} {'AA rec':>8} {'pep rec':>8} {'updates':>9}")
+    for key, (what, t, params) in ablations.items():
+        sequencer = Sequencer(
+            t.model.config,
+            jax.device_get(params),
+            t.residues,
+            max_peaks=t.config.task.max_peaks,
+            beam=args.beam,
+        )
+        preds = sequencer.predict_all(examples, "hybrid", batch_size=64)
+        m = evaluate(truth, [p.peptide for p in preds])
+        m["what"] = what
+        stages = (w(f"ablation_{key}_stage1"), w(f"ablation_{key}"))
+        m["updates"] = [_train_steps(d) for d in stages]
+        m["train_seconds"] = sum(_train_seconds(d) for d in stages)
+        out[key] = m
+        print(
+            f"{what:<46} {m['aa_precision']:8.3f} {m['aa_recall']:8.3f} "
+            f"{m['peptide_recall']:8.3f} {'+'.join(map(str, m['updates'])):>9}"
+        )
+    return out
+
+
+def _expected_hybrid_steps(workdir: str, seconds: float) -> int:
+    """Updates a hybrid run is expected to make in `seconds`: a hybrid step costs about an
+    AR step plus a NAR step (both measured by the finished AR and NAR runs)."""
+    cost = 0.0
+    for name in ("ar", "nar"):
+        steps = _train_steps(os.path.join(workdir, name))
+        cost += _train_seconds(os.path.join(workdir, name)) / max(steps, 1)
+    return max(1, int(seconds / cost)) if cost > 0 else 1
+
+
+def _train_steps(workdir: str) -> int:
+    """The last step a run logged a training loss for (0 when none)."""
+    from zoo.train import plot
+
+    rows = plot.read_metrics(workdir) if os.path.isfile(f"{workdir}/metrics.jsonl") else []
+    return max([int(r["step"]) for r in rows if "loss" in r], default=0)
 
 
 def _train_seconds(workdir: str) -> float:

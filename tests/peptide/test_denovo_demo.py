@@ -1,5 +1,6 @@
-"""`make demo`'s de novo part end to end on its tiny variant: four trainings, every decoder
-on both test sets, mzTab, results.json's summary and the figures."""
+"""`make demo`'s de novo part end to end on its tiny variant: four trainings at equal wall
+time, the hybrid ablations, every decoder on both test sets, mzTab, results.json's summary
+and the figures; a rerun reuses every finished stage."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def test_denovo_demo_script_end_to_end(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(runner.REPO / "recipes"))  # as `python recipes/X.py`
     demo = runpy.run_path(str(runner.REPO / "recipes" / "denovo_demo.py"))
     workdir = tmp_path / "denovo_demo"
-    args = ["--workdir", str(workdir), "--variant", "tiny", "--steps", "4"]
-    args += ["--stage2-steps", "2", "--beam", "2", "--test-spectra", "8"]
+    args = ["--workdir", str(workdir), "--variant", "tiny", "--seconds", "3", "--ablation"]
+    args += ["--beam", "2", "--test-spectra", "8"]
     assert demo["main"](args) == 0
     results = json.loads((workdir / "results.json").read_text())
     assert set(results["summary"]) == {"ar", "nar", "nar_pmc", "hybrid"}
@@ -24,7 +25,24 @@ def test_denovo_demo_script_end_to_end(tmp_path, monkeypatch):
     splits = results["details"]["splits"]
     assert set(splits) == {"test", "test_digest"}  # the random pool and the real digest
     assert results["summary"]["ar"]["aa_precision"] == splits["test"]["ar"]["aa_precision"]
-    assert all(v > 0 for v in results["details"]["train_seconds"].values())
+    details = results["details"]
+    # Equal wall time: AR and NAR each 3 s, the hybrid's two stages 3 s together (each
+    # run ends at its first step past its share, compile included).
+    seconds = details["train_seconds"]
+    assert seconds["AR"] >= 3 and seconds["NAR"] >= 3
+    assert seconds["hybrid stage 1"] >= 2.1 and seconds["hybrid stage 2"] >= 0.9
+    assert all(n >= 1 for n in details["updates"].values())
+    assert set(details["ablation"]) == {"unfrozen", "long_stage2", "no_anneal", "twice_time"}
+    for row in details["ablation"].values():
+        assert 0.0 <= row["aa_precision"] <= 1.0 and min(row["updates"]) >= 1
+    assert details["ablation"]["twice_time"]["train_seconds"] >= 6
     for png in ("summary.png", "learning_curves.png", "ar/learning_curves.png"):
         assert (workdir / png).read_bytes()[:4] == b"\x89PNG", png
     assert (workdir / "hybrid_test.mztab").read_text().startswith("MTD")
+
+    # Rerun: every stage is finished (its budget spent), so nothing trains again.
+    assert demo["main"](args) == 0
+    again = json.loads((workdir / "results.json").read_text())["details"]
+    assert again["updates"] == details["updates"]
+    assert again["train_seconds"] == details["train_seconds"]
+    assert again["ablation"]["unfrozen"]["updates"] == details["ablation"]["unfrozen"]["updates"]

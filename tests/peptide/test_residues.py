@@ -17,6 +17,7 @@ import pytest
 from zoo.peptide.residues import (
     CASANOVO,
     CASANOVO_MASSES,
+    CYSTEINE,
     H2O,
     PROTON,
     PeptideParseError,
@@ -197,3 +198,24 @@ def test_parse_errors_name_the_peptide_the_residue_and_where(peptide, match):
     with pytest.raises(PeptideParseError, match=match) as e:
         CASANOVO.parse(peptide, where="run.mgf: spectrum 3 SEQ")
     assert str(e.value).startswith("run.mgf: spectrum 3 SEQ: ")
+
+
+def test_mass_delta_proforma_needs_no_network_and_keeps_the_masses(monkeypatch):
+    """spectrum_utils resolves named modifications by downloading Unimod; mass deltas it
+    reads offline, and they carry our masses."""
+    import urllib.request
+
+    proforma = pytest.importorskip("spectrum_utils.proforma", reason="the denovo extra")
+
+    def offline(*args, **kwargs):
+        raise AssertionError("spectrum_utils tried the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for peptide in ("+43.006-17.027C+57.021K", "+42.011M+15.995PN+0.984Q+0.984R", "PEPTIDEK"):
+        tokens = CASANOVO.parse(peptide)
+        text = CASANOVO.to_proforma(tokens, mass_deltas=True)
+        (parsed,) = proforma.parse(text)
+        assert parsed.sequence == "".join(t[0] for t in tokens if t not in CASANOVO.nterm)
+        deltas = sum(m.mass for m in parsed.modifications or [])
+        plain = H2O + sum(CASANOVO.masses.get(a, CYSTEINE) for a in parsed.sequence)
+        assert abs(plain + deltas - CASANOVO.peptide_mass(tokens)) < 1e-5, text

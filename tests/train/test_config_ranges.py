@@ -17,6 +17,7 @@ from tests.train import runner
         ("checkpoint.every_steps=-5", "checkpoint.every_steps=-5 must be >= 0"),
         ("optim.grad_accum_steps=0", "optim.grad_accum_steps=0 must be >= 1"),
         ("data.global_batch_size=0", "data.global_batch_size=0 must be >= 1"),
+        ("train.max_seconds=-1", "train.max_seconds=-1.0 must be a number >= 0"),
     ],
 )
 def test_out_of_range_value_names_the_key_and_the_flag(

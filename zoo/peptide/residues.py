@@ -24,6 +24,7 @@ PROTON = 1.00727646688  # CODATA proton mass (Da): every m/z <-> mass conversion
 # The proton mass Casanovo's models subtract (float32) to make their precursor-mass input;
 # zoo feeds converted Casanovo models the same rounded value (zoo.peptide.features).
 CASANOVO_PROTON = 1.007276
+CYSTEINE = 103.00918478  # unmodified C (monoisotopic): Casanovo's vocabulary has only C+57.021
 C13_SHIFT = 1.00335  # 13C - 12C, the isotope spacing Casanovo's precursor filter uses
 
 # Casanovo's residue table (configurable: pass another mapping to Residues).
@@ -171,7 +172,23 @@ class Residues:
         """Casanovo notation: the tokens concatenated."""
         return "".join(tokens)
 
-    def to_proforma(self, tokens: Sequence[str]) -> str:
+    def to_proforma(self, tokens: Sequence[str], *, mass_deltas: bool = False) -> str:
+        """ProForma of `tokens`: modifications by name (`M[Oxidation]`), or with
+        `mass_deltas` as masses (`M[+15.994915]`, `[+42.010565]-`), which readers such as
+        spectrum_utils resolve without fetching the Unimod vocabulary from the network."""
+        if mass_deltas:
+            out = []
+            for t in tokens:
+                if t in self.nterm:
+                    out.append(f"[{self.masses[t]:+.6f}]-")
+                elif len(t) > 1 and t[0].isalpha():
+                    base = self.masses.get(t[0], CYSTEINE if t[0] == "C" else None)
+                    if base is None:
+                        raise ValueError(f"no unmodified mass for {t[0]!r} (token {t!r})")
+                    out.append(f"{t[0]}[{self.masses[t] - base:+.6f}]")
+                else:
+                    out.append(t)
+            return "".join(out)
         back = {}
         for alias, t in self.aliases.items():
             if "UNIMOD" not in alias and "][" not in alias:

@@ -59,6 +59,12 @@ def check_config(config, workdir: str) -> None:
             raise ValueError(
                 f"{key}={value} must be >= {low} ({meaning}); pass e.g. --config.{key}={example}"
             )
+    max_seconds = config.train.get("max_seconds", 0.0)
+    if not (isinstance(max_seconds, (int, float)) and max_seconds >= 0):
+        raise ValueError(
+            f"train.max_seconds={max_seconds!r} must be a number >= 0 (a training wall-time "
+            "budget; 0 = none); pass e.g. --config.train.max_seconds=600"
+        )
     root = as_path(workdir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--workdir {workdir} is a file; pass a directory")
@@ -262,6 +268,21 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
     summary: dict[str, Any] = {"step": start}
     pending = None  # (step, metrics on device, global batch shapes, local tokens, positions)
     last_time = time.perf_counter()
+    max_seconds = float(config.train.get("max_seconds", 0.0) or 0.0)
+
+    def run_ends_at(step: int) -> bool:
+        """After `step`: num_steps reached, or the wall-time budget train.max_seconds spent
+        (process 0's clock, which counts on across resumes, decides for every process)."""
+        if step >= num_steps:
+            return True
+        if max_seconds <= 0:
+            return False
+        spent = writer.elapsed() >= max_seconds
+        if jax.process_count() > 1:
+            spent = bool(multihost_utils.broadcast_one_to_all(np.asarray(spent)))
+        return spent
+
+    final_step = num_steps  # the step the run ends at (earlier when the budget runs out)
 
     def finish_step(p) -> None:
         """Fetches one step's metrics (one step late) and logs them; NaN guard."""
@@ -281,7 +302,7 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
         summary.update(step=step, loss=loss)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        if step % config.train.log_every == 0 or step == num_steps:
+        if step % config.train.log_every == 0 or step == final_step:
             row = {k: float(v) for k, v in m.items() if k != "weight"}
             row["step_time"] = dt
             row["tokens_per_sec"] = tokens * jax.process_count() / dt
@@ -295,7 +316,10 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
     with zckpt.PreemptionWatcher() as watcher:
         try:
             step = start
-            while step < num_steps:
+            done = run_ends_at(step)
+            if done and step < num_steps:
+                log.info("train.max_seconds=%s already spent at step %d", max_seconds, step)
+            while not done:
                 local = next(train_iter)
                 data_state = train_iter.get_state()
                 batch = _global_batch(local, setup)
@@ -312,13 +336,14 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
                 )
 
                 preempted = watcher.requested(step)
-                if ckpt.should_save(step) or preempted or step == num_steps:
+                done = run_ends_at(step)
+                if done:
+                    final_step = step
+                if ckpt.should_save(step) or preempted or done:
                     finish_step(pending)  # NaN guard runs before anything is saved
                     pending = None
                     ckpt.save(step, state, data_state, force=True)
-                if config.eval.every_steps and (
-                    step % config.eval.every_steps == 0 or step == num_steps
-                ):
+                if config.eval.every_steps and (step % config.eval.every_steps == 0 or done):
                     if pending is not None:
                         finish_step(pending)
                         pending = None

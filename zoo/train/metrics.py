@@ -174,6 +174,11 @@ class MetricsWriter:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
+    def elapsed(self) -> float:
+        """Seconds of this run's training so far (the next row's `wall_time`): counted on
+        across resumes on process 0; from this process's start elsewhere."""
+        return self._wall_offset + time.perf_counter() - self._clock_start
+
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -181,7 +186,7 @@ class MetricsWriter:
         for k, v in metrics.items():
             v = np.asarray(v).item() if not isinstance(v, (str, int, float)) else v
             row[k] = v
-        row["wall_time"] = self._wall_offset + time.perf_counter() - self._clock_start
+        row["wall_time"] = self.elapsed()
         line = json.dumps(row) + "\n"
         if self.remote:
             self.path.write_text(self._text + line)
