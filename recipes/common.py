@@ -75,8 +75,9 @@ def train(
     c.progress_bar = progress_bar  # a live bar with ETA on stderr (process 0)
     c.init_from = init_from  # start from these params (model dir or workdir), fresh optimizer
     c.init_from_patterns = init_from_patterns  # only these params (regexes) from init_from
-    # A training wall-time budget (seconds, counted across resumes; 0 = none): the run ends,
-    # saved and evaluated, at the first step past it or at num_steps, whichever comes first.
+    # A budget of training-step seconds (counted across resumes; compilation and evals not
+    # counted; 0 = none): the run ends, saved and evaluated, at the first step past it or at
+    # num_steps, whichever comes first. Each metrics row's `train_seconds` is the count.
     c.max_seconds = max_seconds
     return c
 

@@ -22,7 +22,7 @@ test), learning_curves.png (the four training runs) and summary.png.
   zoo train --config recipes/denovo_demo.py:demo --workdir runs/h2 \\
       --config.task.stage=ar --config.train.init_from=runs/h1 \\
       --config.optim.frozen='("^encoder_", "^nar_")'                 # stage 2: AR alone
-  zoo denovo --checkpoint runs/h2 --mgf my.mgf --out results.mztab --mode hybrid --beam 5
+  zoo denovo --checkpoint runs/h2 --spectra my.mzML --out results.mztab --mode hybrid --beam 5
 """
 
 import argparse
@@ -150,7 +150,8 @@ def main(argv=None) -> int:
         "--seconds",
         type=float,
         default=150.0,
-        help="training wall time per model (the hybrid: both stages); 0 = --steps each",
+        help="seconds of training steps per model (the hybrid: both stages; compilation "
+        "and evals not counted); 0 = --steps updates each",
     )
     ap.add_argument("--stage2-fraction", type=float, default=0.3, help="hybrid: AR-only share")
     ap.add_argument("--steps", type=int, default=900, help="updates per model with --seconds 0")
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
         c = get_config(args.variant)
         c.task.data_dir = data_dir
         c.model.mode = mode
-        if timed:  # equal wall time: the budget ends each run, num_steps is only a cap
+        if timed:  # equal training time: the budget ends each run, num_steps only a cap
             c.train.num_steps = MAX_STEPS
             c.train.max_seconds = seconds
             c.eval.every_steps = EVAL_EVERY if args.variant == "demo" else 1
@@ -298,7 +299,7 @@ def main(argv=None) -> int:
     return 0
 
 
-MAX_STEPS = 100_000  # a cap only: with --seconds the wall-time budget ends each run
+MAX_STEPS = 100_000  # a cap only: with --seconds the time budget ends each run
 EVAL_EVERY = 250  # updates between evals with --seconds (the learning curves' points)
 FROZEN = ("^encoder_", "^nar_")  # hybrid stage 2 trains the AR decoder alone
 
@@ -310,7 +311,7 @@ ABLATIONS = {
         "stage 1 at a fixed lambda 0.5 (no annealing)",
         {"stage1": {"task.anneal": False, "task.ar_weight": 0.5}},
     ),
-    "twice_time": ("twice the wall time", {"scale": 2.0}),
+    "twice_time": ("twice the training time", {"scale": 2.0}),
 }
 
 
@@ -412,11 +413,12 @@ def _train_steps(workdir: str) -> int:
 
 
 def _train_seconds(workdir: str) -> float:
-    """Training wall time of a run: its last metrics row's wall_time (0 when none)."""
+    """Seconds a run spent in training steps (its metrics' `train_seconds`: compilation and
+    evals not counted, as the --seconds budget counts them); 0 when none."""
     from zoo.train import plot
 
     rows = plot.read_metrics(workdir) if os.path.isfile(f"{workdir}/metrics.jsonl") else []
-    return max([float(r.get("wall_time", 0.0)) for r in rows], default=0.0)
+    return max([float(r.get("train_seconds", 0.0)) for r in rows], default=0.0)
 
 
 def _as_spectrum(example: dict, index: int):

@@ -20,7 +20,7 @@ Variants:
       --config.task.manual_dir=/data/nine_species --config.task.test_species=yeast \\
       --config.task.stage=ar --config.train.init_from=gs://BUCKET/ns_yeast_h1 \\
       --config.optim.frozen='("^encoder_", "^nar_")'
-  zoo denovo --checkpoint gs://BUCKET/ns_yeast_h2 --mgf /data/nine_species/yeast.mgf \\
+  zoo denovo --checkpoint gs://BUCKET/ns_yeast_h2 --spectra /data/nine_species/yeast.mgf \\
       --out yeast.mztab --mode hybrid --beam 5
 """
 

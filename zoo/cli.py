@@ -1,4 +1,4 @@
-"""`zoo train | compile | convert | translate | transfer | spm | denovo | plot`."""
+"""`zoo train | compile | convert | translate | transfer | spm | denovo | calibrate | plot`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from zoo.mbart.convert import main as convert_mbart
 from zoo.mbart.tokenizer import main as spm
 from zoo.mbart.translate import TranslateOptions
 from zoo.mbart.translate import main as translate
+from zoo.peptide import denovo_cli
 from zoo.peptide.casanovo import main as convert_casanovo
-from zoo.peptide.sequence import DEFAULTS as DENOVO_DEFAULTS
-from zoo.peptide.sequence import main as denovo
+from zoo.peptide.denovo_cli import main as denovo
 from zoo.train.aot import main as compile_recipe
 from zoo.train.main import train
 from zoo.train.plot import main as plot
@@ -104,30 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     p.set_defaults(func=spm)
 
-    d = DENOVO_DEFAULTS
-    p = sub.add_parser("denovo", help="sequence peptides from MGF spectra, write mzTab")
-    p.add_argument("--checkpoint", required=True, help="`zoo convert casanovo` dir or a workdir")
-    p.add_argument("--mgf", nargs="+", required=True, help="MGF files")
-    p.add_argument("--out", required=True, help="mzTab file to write")
-    p.add_argument("--mode", choices=["ar", "nar", "nar_pmc", "hybrid"], help="default: model's")
-    p.add_argument("--beam", type=int, default=d.beam, help="AR beams (Casanovo's n_beams)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument(
-        "--peak-bucket",
-        type=int,
-        default=d.peak_bucket,
-        help="pad a batch's peaks to a multiple of this (spectra sorted by peaks); 0 = max",
+    p = sub.add_parser(
+        "denovo", help="sequence peptides from MGF / mzML / mzXML spectra, write mzTab"
     )
-    p.add_argument(
-        "--no-precursor-filter", action="store_true", help="AR: no ppm filter or miss penalty"
-    )
-    p.add_argument(
-        "--casanovo-compatible",
-        action="store_true",
-        help="AR: Casanovo 5.2.1's beam search rules, quirks included (no precursor filter)",
-    )
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed spectra")
+    denovo_cli.add_arguments(p)
     p.set_defaults(func=denovo)
+
+    p = sub.add_parser(
+        "calibrate", help="fit a de novo model's PSM confidence on annotated spectra"
+    )
+    denovo_cli.add_arguments(p, calibrate=True)
+    p.set_defaults(func=denovo_cli.calibrate_main)
 
     p = sub.add_parser("plot", help="learning curves of training runs (overlaid) as a PNG")
     p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="run folders (metrics.jsonl)")

@@ -160,3 +160,24 @@ def test_a_split_with_no_kept_spectrum_raises_with_the_reasons(tmp_path):
     )
     with pytest.raises(ValueError, match=r"split 'train': no spectrum kept.*too_few_peaks: 1"):
         mgf_builder(tmp_path / "data", tmp_path / "in", {"train": ["tiny.mgf"]})
+
+
+def test_mzml_and_mzxml_directories_build_the_same_examples_as_mgf(tmp_path):
+    """The builder reads every format (by content): one split per format, same spectra."""
+    pytest.importorskip("pyteomics.mzml", reason="pyteomics reads mzML / mzXML")
+    peaks = SAMPLE.parents[1] / "peakfiles"
+    root = tmp_path / "manual"
+    for name in ("spectra.mgf", "spectra.mzML", "spectra.mzXML"):
+        (root / name.split(".")[1]).mkdir(parents=True)
+        shutil.copy(peaks / name, root / name.split(".")[1] / name)
+    splits = {"mgf": ["mgf/*"], "mzml": ["mzML/*"], "mzxml": ["mzXML/*"]}
+    builder = mgf_builder(tmp_path / "tfds", root, splits, name="three_formats")
+    mgf, mzml, mzxml = (load_source(builder, s) for s in ("mgf", "mzml", "mzxml"))
+    assert len(mgf) == len(mzml) == len(mzxml) == 12
+    for i in range(12):
+        for other in (mzml[i], mzxml[i]):
+            np.testing.assert_array_equal(other["mz"], mgf[i]["mz"])
+            np.testing.assert_array_equal(other["intensity"], mgf[i]["intensity"])
+            assert float(other["precursor_mz"]) == float(mgf[i]["precursor_mz"])
+    assert mgf[0]["peptide"] and not mzml[0]["peptide"]  # labels come only from MGF SEQ=
+    assert mgf_stats(builder)["mzml"]["mzML/spectra.mzML"]["skipped"] == {"ms_level": 4}

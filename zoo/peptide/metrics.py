@@ -214,3 +214,19 @@ def evaluate(
         "aa_recall": aa_recall,
         "peptide_recall": peptide_recall,
     }
+
+
+def peptide_matches(
+    true_peptides: Sequence[Peptide],
+    predicted_peptides: Sequence[Peptide],
+    *,
+    residues: Residues = CASANOVO,
+) -> np.ndarray:
+    """[n] bool: spectrum i's prediction is its peptide (Casanovo's peptide-level match, the
+    one `evaluate`'s peptide_recall counts); a missing prediction is False."""
+    true = [_tokens(p, residues, f"true peptide {i}") for i, p in enumerate(true_peptides)]
+    pred = [
+        _tokens(p, residues, f"predicted peptide {i}") for i, p in enumerate(predicted_peptides)
+    ]
+    matches, _, _ = aa_match_batch(true, pred, residues.masses)
+    return np.array([bool(pep) for _, pep in matches], dtype=bool)

@@ -79,6 +79,8 @@ class Psm:
     spectrum_index: 0-based record index in that file (MGF: count of BEGIN IONS before it).
     calc_mz: the peptide's m/z at precursor_charge; None -> computed from the residue masses.
     scan: the spectrum's scan number (MGF SCANS) for the scan-number column; '' if none.
+    spectrum_ref: what follows `ms_run[i]:` in spectra_ref (an mzML native id such as
+        `controllerType=0 controllerNumber=1 scan=17`); '' -> `index=<spectrum_index>`.
     """
 
     peptide: str | Sequence[str]
@@ -90,6 +92,8 @@ class Psm:
     spectrum_index: int
     calc_mz: float | None = None
     scan: str = ""
+    spectrum_ref: str = ""
+    confidence: float | None = None  # calibrated P(correct) (zoo.peptide.calibration)
 
 
 def _natural_key(text: str) -> tuple:
@@ -239,6 +243,7 @@ PSH = (
     "opt_global_cv_MS:1003169_proforma_peptidoform_sequence",
 )
 SCAN_COLUMN = "opt_global_cv_MS:1003057_scan_number"
+CONFIDENCE_COLUMN = "opt_global_zoo_confidence"  # calibrated P(peptide correct)
 
 
 def write_mztab(
@@ -267,7 +272,24 @@ def write_mztab(
     if ms_runs is None:
         ms_runs = sorted({p.spectrum_file for p in rows}, key=_natural_key)
     runs = sorted((os.path.abspath(os.fspath(r)) for r in ms_runs), key=_natural_key)
-    run_index = {Path(r).name: i for i, r in enumerate(runs, 1)}
+    # A PSM's file is matched by its full path, or by its name when one run has that name
+    # (two inputs a/run.mgf and b/run.mgf are two ms_runs).
+    run_index = {r: i for i, r in enumerate(runs, 1)}
+    by_name: dict[str, list[int]] = {}
+    for r, i in run_index.items():
+        by_name.setdefault(Path(r).name, []).append(i)
+
+    def run_of(p: Psm, where: str) -> int:
+        full = os.path.abspath(os.fspath(p.spectrum_file))
+        if full in run_index:
+            return run_index[full]
+        named = by_name.get(Path(p.spectrum_file).name, [])
+        if len(named) == 1:
+            return named[0]
+        names = sorted(by_name)
+        if named:
+            raise ValueError(f"{where}: {len(named)} ms_runs are named so; give its full path")
+        raise ValueError(f"{where}: file not among ms_runs {names}")
 
     mtd: list[tuple[str, str]] = [
         ("mzTab-version", "1.0.0"),
@@ -284,7 +306,9 @@ def write_mztab(
         mtd.append((f"ms_run[{i}]-location", Path(run).as_uri()))
 
     def sort_key(p: Psm) -> tuple:
-        return (_natural_key(Path(p.spectrum_file).name), _natural_key(f"index={p.spectrum_index}"))
+        name = Path(p.spectrum_file).name
+        run = run_of(p, f"PSM of {name} index={p.spectrum_index}")
+        return (_natural_key(name), run, _natural_key(f"index={p.spectrum_index}"))
 
     rows.sort(key=sort_key)  # stable: PSMs of one spectrum keep their order
     table = _token_table(residues)
@@ -295,12 +319,14 @@ def write_mztab(
         writer = csv.writer(f, delimiter="\t", lineterminator=os.linesep)
         for key, value in mtd:
             writer.writerow(["MTD", key, value])
-        writer.writerow(["PSH", *PSH, *([SCAN_COLUMN] if with_scans else [])])
+        with_confidence = any(p.confidence is not None for p in rows)
+        extra = [SCAN_COLUMN] if with_scans else []
+        extra += [CONFIDENCE_COLUMN] if with_confidence else []
+        writer.writerow(["PSH", *PSH, *extra])
         for psm_id, p in enumerate(rows, 1):
             name = Path(p.spectrum_file).name
             where = f"PSM of {name} index={p.spectrum_index}"
-            if name not in run_index:
-                raise ValueError(f"{where}: file not among ms_runs {sorted(run_index)}")
+            run = run_of(p, where)
             tokens = (
                 residues.parse(p.peptide, where=where)
                 if isinstance(p.peptide, str)
@@ -313,7 +339,6 @@ def write_mztab(
             calc_mz = p.calc_mz
             if calc_mz is None:
                 calc_mz = precursor_mz(residues.peptide_mass(tokens), int(p.precursor_charge))
-            run = run_index[name]
             row = [
                 "PSM",
                 sequence,
@@ -329,7 +354,7 @@ def write_mztab(
                 int(p.precursor_charge),
                 float(p.precursor_mz),
                 float(calc_mz),
-                f"ms_run[{run}]:index={int(p.spectrum_index)}",
+                f"ms_run[{run}]:{p.spectrum_ref or f'index={int(p.spectrum_index)}'}",
                 "null",
                 "null",
                 "null",
@@ -341,6 +366,8 @@ def write_mztab(
                 scan = str(p.scan)
                 ok = scan.isnumeric() and name.lower().endswith(".mgf")
                 row.append(f"ms_run[{run}]:scan={scan}" if ok else "null")
+            if with_confidence:
+                row.append("null" if p.confidence is None else f"{p.confidence:.6f}")
             writer.writerow(row)
     return len(rows)
 

@@ -4,20 +4,17 @@
     seq = Sequencer(config, params, residues, beam=5)
     predictions = seq.predict_all(examples, "hybrid")      # stored examples (features.py)
 
-`zoo denovo` reads MGF files, featurizes every spectrum the way training does
-(`zoo.peptide.features`), predicts and writes an mzTab with Casanovo's columns.
+`zoo denovo` (zoo.peptide.denovo_cli) reads peak files, featurizes every spectrum the way
+training does (`zoo.peptide.features`), predicts with a Sequencer and writes an mzTab.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from zoo.io import modeldir
 from zoo.peptide import casanovo, ctc, features, mztab, spectra
@@ -274,55 +271,3 @@ def load_model(checkpoint: str):
     fix = "its config.json no longer describes its checkpoints"
     modeldir.check_fits(params, casanovo.param_shapes(config), checkpoint, fix)
     return config, params, residues_from_config(c), c
-
-
-def main(args) -> int:
-    """`zoo denovo`: MGF files -> preprocessed spectra -> predictions -> mzTab."""
-    config, params, residues, task_config = load_model(args.checkpoint)
-    max_peaks = int(task_config.task.max_peaks) if task_config else DEFAULTS.max_peaks
-    mode = args.mode or config.mode  # the decoder name: ar | hybrid | nar | nar_pmc
-    items, reports = [], []
-    for path in args.mgf:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--mgf {path} does not exist")
-        found, report = spectra.read_mgf(
-            path, residues=None, on_error="skip" if args.skip_bad else "raise"
-        )
-        reports.append((path, report))
-        for s in found:
-            items.append((s, features.spectrum_example(s, residues=None)))
-    for path, report in reports:
-        if report.total_skipped:
-            print(f"zoo: {path}: {report}", file=sys.stderr)
-    if not items:
-        raise ValueError(f"no spectra to sequence in {args.mgf}")
-    seq = Sequencer(
-        config,
-        params,
-        residues,
-        max_peaks=max_peaks,
-        beam=args.beam,
-        precursor_filter=not (args.no_precursor_filter or args.casanovo_compatible),
-        casanovo_compatible=args.casanovo_compatible,
-        peak_bucket=args.peak_bucket,
-    )
-    bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
-    preds = seq.predict_all(
-        [e for _, e in items], mode, batch_size=args.batch_size, on_batch=bar.update
-    )
-    bar.close()
-    psms = [to_psm(s, p) for (s, _), p in zip(items, preds) if p.peptide]
-    mztab.write_mztab(
-        args.out,
-        psms,
-        residues=residues,
-        ms_runs=args.mgf,
-        metadata={
-            "checkpoint": os.path.abspath(args.checkpoint),
-            "mode": mode,
-            "beam": args.beam,
-            "mgf": [os.path.abspath(p) for p in args.mgf],
-        },
-    )
-    print(f"zoo: wrote {args.out}: {len(psms)} PSMs for {len(items)} spectra", file=sys.stderr)
-    return 0

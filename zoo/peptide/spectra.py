@@ -62,7 +62,7 @@ class Spectrum:
     written ('' when unlabeled). scans: SCANS as written ('' when absent). rt: RTINSECONDS
     (nan when absent). index: 0-based position of the record among the file's records
     (skipped ones included, so it matches Casanovo's `index=N` spectrum reference).
-    source: the file name.
+    source: the file name. native_id: mzML `id` / mzXML `scan=NUM` (zoo.peptide.peakfiles).
     """
 
     mz: np.ndarray
@@ -75,6 +75,7 @@ class Spectrum:
     rt: float = math.nan
     index: int = 0
     source: str = ""
+    native_id: str = ""  # mzML / mzXML: the spectrum's native id ('' for MGF)
 
 
 class MgfError(ValueError):
@@ -275,8 +276,8 @@ def iter_mgf(
             )
             return
         message = (
-            f"{source}: {what}: {where}: {problem}. Fix: {_FIXES[reason]}; or read with "
-            f"on_error='skip' to skip and count such records"
+            f"{source}: {what}: {where}: {problem}. Fix: {_FIXES[reason]}; or skip and count "
+            f"such records with --skip-bad (Python: on_error='skip')"
         )
         error = MgfError(
             message, reason=reason, source=source, index=rec and rec.index, title=title

@@ -1,5 +1,7 @@
-"""MGF files as a TFDS dataset (ArrayRecord, no TensorFlow): the nine-species benchmark,
-MassIVE-KB, or any directory of annotated spectra.
+"""Peak files as a TFDS dataset (ArrayRecord, no TensorFlow): the nine-species benchmark,
+MassIVE-KB, or any directory of annotated spectra. Files may be MGF, mzML or mzXML (read by
+`zoo.peptide.peakfiles`, the format by content); only MGF carries peptide labels (SEQ=), so
+mzML / mzXML splits hold unlabeled spectra (peptide '') for prediction and featurization.
 
 These datasets are distributed as directories of MGF files that you download yourself, so the
 directory is the builder's `manual_dir`. A split is a list of glob patterns relative to it; the
@@ -39,9 +41,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from zoo.peptide import peakfiles
 from zoo.peptide.features import spectrum_example
 from zoo.peptide.residues import CASANOVO, Residues
-from zoo.peptide.spectra import ON_ERROR, LowQualitySpectrum, MgfReport, PreprocessConfig, iter_mgf
+from zoo.peptide.spectra import ON_ERROR, LowQualitySpectrum, MgfReport, PreprocessConfig
 
 # name -> TFDS feature; wrap in tfds.features.FeaturesDict(...) in a builder's _info.
 SPECTRUM_FEATURES: dict[str, tfds.features.FeatureConnector] = {
@@ -106,9 +109,13 @@ def resolve_splits(
                 )
             matched = sorted(p for p in root.glob(pattern) if p.is_file())
             if not matched:
-                present = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mgf"))
+                present = sorted(
+                    p.relative_to(root).as_posix()
+                    for p in root.rglob("*")
+                    if p.suffix.lower() in (".mgf", ".mzml", ".mzxml")
+                )
                 raise FileNotFoundError(
-                    f"splits[{split!r}]: pattern {pattern!r} matches no file under {root}; MGF "
+                    f"splits[{split!r}]: pattern {pattern!r} matches no file under {root}; peak "
                     f"files there: {present[:10]}{' ...' if len(present) > 10 else ''}"
                 )
             files.update(p.relative_to(root).as_posix() for p in matched)
@@ -174,7 +181,7 @@ class MgfSpectra(tfds.core.GeneratorBasedBuilder):
         total = MgfReport()
         for rel in paths:
             report = MgfReport()
-            spectra = iter_mgf(
+            spectra = peakfiles.iter_spectra(  # MGF, mzML or mzXML, by content
                 root / rel, residues=config.residues, on_error=config.on_error, report=report
             )
             for spectrum in spectra:

@@ -269,15 +269,19 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
     pending = None  # (step, metrics on device, global batch shapes, local tokens, positions)
     last_time = time.perf_counter()
     max_seconds = float(config.train.get("max_seconds", 0.0) or 0.0)
+    # Seconds spent in training steps, counted on across resumes: each row's `train_seconds`.
+    # Not counted: the first step of each start (it compiles) and evaluations, so a budget
+    # buys the same updates whether or not the compilation cache was warm.
+    train_seconds = writer.train_seconds
 
     def run_ends_at(step: int) -> bool:
-        """After `step`: num_steps reached, or the wall-time budget train.max_seconds spent
-        (process 0's clock, which counts on across resumes, decides for every process)."""
+        """After `step`: num_steps reached, or the budget train.max_seconds of training-step
+        time spent (process 0's count decides for every process)."""
         if step >= num_steps:
             return True
         if max_seconds <= 0:
             return False
-        spent = writer.elapsed() >= max_seconds
+        spent = train_seconds >= max_seconds
         if jax.process_count() > 1:
             spent = bool(multihost_utils.broadcast_one_to_all(np.asarray(spent)))
         return spent
@@ -286,11 +290,13 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
 
     def finish_step(p) -> None:
         """Fetches one step's metrics (one step late) and logs them; NaN guard."""
-        nonlocal last_time
+        nonlocal last_time, train_seconds
         step, m, shapes, tokens, (real, padded) = p
         m = jax.device_get(m)
         now = time.perf_counter()
         dt, last_time = now - last_time, now
+        if step > start + 1:  # the first step of a start compiles
+            train_seconds += dt
         loss = float(m["loss"])
         if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
             raise NonFiniteLossError(
@@ -305,6 +311,7 @@ def _train(config, workdir: str, task) -> dict[str, Any]:
         if step % config.train.log_every == 0 or step == final_step:
             row = {k: float(v) for k, v in m.items() if k != "weight"}
             row["step_time"] = dt
+            row["train_seconds"] = train_seconds
             row["tokens_per_sec"] = tokens * jax.process_count() / dt
             row["examples_per_sec"] = shapes[next(iter(shapes))][0] / dt
             row["mfu"] = task.flops_per_batch(shapes) / (dt * peak * num_devices)

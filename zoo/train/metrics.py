@@ -108,10 +108,10 @@ def parse_rows(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _last_wall_time(text: str) -> float:
-    """The largest `wall_time` in a metrics.jsonl text (0 when none)."""
-    walls = [r.get("wall_time") for r in parse_rows(text)]
-    finite = [float(w) for w in walls if isinstance(w, (int, float)) and math.isfinite(w)]
+def _largest(text: str, key: str) -> float:
+    """The largest finite `key` in a metrics.jsonl text (0 when none)."""
+    values = [r.get(key) for r in parse_rows(text)]
+    finite = [float(w) for w in values if isinstance(w, (int, float)) and math.isfinite(w)]
     return max(finite, default=0.0)
 
 
@@ -151,12 +151,14 @@ class MetricsWriter:
         # from the last kept row when a run resumes (learning curves against time).
         self._clock_start = time.perf_counter()
         self._wall_offset = 0.0
+        self.train_seconds = 0.0  # the kept rows' `train_seconds` (the loop counts on)
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 old = self.path.read_text()
                 kept = old if start_step is None else complete_rows(old, start_step)
-                self._wall_offset = _last_wall_time(kept)
+                self._wall_offset = _largest(kept, "wall_time")
+                self.train_seconds = _largest(kept, "train_seconds")
                 if self.remote:  # a resumed run keeps its earlier rows
                     self._text = kept
                 if kept != old:
