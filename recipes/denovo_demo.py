@@ -6,16 +6,20 @@ with zoo (a pool too large to memorise: almost every spectrum is a new peptide),
 that no test peptide was seen in training; a second test set holds spectra of the real
 mouse digest's test peptides (zoo.peptide.simulated_tfds, pool="random").
 
-Run as a script, this file is the second half of `make demo`: it trains an AR-only
+Run as a script, this file is the last part of `make demo`: it trains an AR-only
 (Casanovo-like), a NAR-only (PrimeNovo-like) and a hybrid (CrossNovo: joint stage with
 importance annealing, then the AR decoder alone with the encoder and NAR decoder frozen)
-model, and reports AA precision / peptide recall on the test split for AR beam search,
+model for equal training time (`--seconds` of training steps each, the hybrid's two stages
+together; `train.max_seconds`), and reports AA precision / peptide recall on the test split for AR beam search,
 NAR CTC beam search with and without precise mass control, and the hybrid; it writes the
 hybrid's predictions as mzTab and a PNG of one spectrum annotated with its b/y ions, and
 ends with results.json (`summary`: ar / nar / nar_pmc / hybrid on the peptide-disjoint
 test), learning_curves.png (the four training runs) and summary.png.
 
   python recipes/denovo_demo.py --workdir runs/denovo_demo
+  python recipes/denovo_demo.py --workdir runs/denovo_demo --seconds 150 --ablation
+      # also: hybrid variants (stage 2 unfrozen, longer stage 2, no annealing, twice the
+      # time) that measure why the hybrid trails AR
 
   zoo train --config recipes/denovo_demo.py:demo --workdir runs/ar --config.model.mode=ar
   zoo train --config recipes/denovo_demo.py:demo --workdir runs/h1                 # hybrid
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--seconds",
         type=float,
-        default=150.0,
+        default=120.0,
         help="seconds of training steps per model (the hybrid: both stages; compilation "
         "and evals not counted); 0 = --steps updates each",
     )

@@ -71,3 +71,34 @@ def test_converted_model_predicts_casanovos_peptides(converted, beam):
         np.testing.assert_allclose(mine.aa_scores, best["aa_scores"], rtol=1e-4, atol=1e-7)
         compared += 1
     assert compared >= (6 if beam == 1 else 2), "too few untied predictions to compare"
+
+
+def test_top_match_lists_equal_casanovos(converted):
+    """Casanovo with n_beams = top_match = 3 reports its three best kept beams per spectrum
+    (parity.json); top_match=3 gives the same lists, in the same order, where no two of a
+    spectrum's hypotheses tie (Casanovo orders ties at random)."""
+    config, params, residues = converted
+    seq = Sequencer(
+        config,
+        params,
+        residues,
+        max_peaks=DATA["mz"].shape[1],
+        beam=3,
+        precursor_filter=False,
+        casanovo_compatible=True,
+        top_match=3,
+    )
+    ours = seq.predict_top(_examples(), "ar")
+    best = seq.predict(_examples(), "ar")
+    compared = 0
+    for i, (mine, hyps) in enumerate(zip(ours, META["predictions"]["beam3"])):
+        assert (mine[0].peptide if mine else "") == best[i].peptide  # rank 1 is predict's
+        scores = [h["score"] for h in hyps]
+        if len(set(scores)) < len(scores):
+            continue
+        assert [list(p.tokens) for p in mine] == [residues.parse(h["peptide"]) for h in hyps]
+        for p, h in zip(mine, hyps):
+            assert p.score == pytest.approx(h["score"], rel=1e-4, abs=1e-12)
+        assert [p.score for p in mine] == sorted((p.score for p in mine), reverse=True)
+        compared += 1
+    assert compared >= 2, "too few untied spectra to compare"

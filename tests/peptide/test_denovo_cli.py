@@ -181,3 +181,22 @@ def test_calibrate_then_denovo_writes_confidence_and_evaluate_plots(model, tmp_p
     png = tmp_path / "c.precision_coverage.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "fpr_thresholds" in json.loads((tmp_path / "c.metrics.json").read_text())
+
+
+def test_top_match_writes_ranked_psms_per_spectrum(model, tmp_path):
+    one, three = tmp_path / "one.mztab", tmp_path / "three.mztab"
+    assert _run(model, one, PEAKS / "spectra.mgf", extra=["--beam", "3"]) == 0
+    extra = ["--beam", "3", "--top-match", "3"]
+    assert _run(model, three, PEAKS / "spectra.mgf", extra=extra) == 0
+    rows = mztab.read_mztab(three)
+    by_ref: dict[str, list[float]] = {}
+    for r in rows:
+        by_ref.setdefault(r["spectra_ref"], []).append(float(r["search_engine_score[1]"]))
+    assert max(len(v) for v in by_ref.values()) > 1 and all(len(v) <= 3 for v in by_ref.values())
+    assert all(v == sorted(v, reverse=True) for v in by_ref.values())  # best first
+    firsts = {}
+    for r in rows:
+        firsts.setdefault(r["spectra_ref"], (r["sequence"], r["search_engine_score[1]"]))
+    assert list(firsts.values()) == [(r["sequence"], r["search_engine_score[1]"])
+                                     for r in mztab.read_mztab(one)]  # fmt: skip
+    assert _settings(three)["top_match"] == "3"

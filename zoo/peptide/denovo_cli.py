@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from zoo.peptide import calibration, features, mztab, peakfiles
 from zoo.peptide.metrics import evaluate, peptide_matches
-from zoo.peptide.sequence import DEFAULTS, Sequencer, load_model, to_psm
+from zoo.peptide.sequence import DEFAULTS, Sequencer, empty_prediction, load_model, to_psm
 from zoo.peptide.spectra import LowQualitySpectrum, MgfReport, PreprocessConfig
 
 RULES = ("auto", "casanovo", "zoo", "zoo-no-filter")
@@ -43,6 +43,7 @@ class DenovoSettings:
 
     rules: str = "auto"  # auto: casanovo for a converted Casanovo model, zoo otherwise
     beam: int = DEFAULTS.beam
+    top_match: int = 1  # PSMs per spectrum, best first (Casanovo's top_match)
     min_length: int = DEFAULTS.min_length
     tolerance_ppm: float = DEFAULTS.tolerance_ppm
     batch_size: int = DEFAULTS.batch_size
@@ -71,6 +72,7 @@ class DenovoSettings:
 # Casanovo config.yaml key -> DenovoSettings field (same meaning, same unit).
 CASANOVO_KEYS = {
     "n_beams": "beam",
+    "top_match": "top_match",
     "min_peptide_len": "min_length",
     "precursor_mass_tol": "tolerance_ppm",
     "predict_batch_size": "batch_size",
@@ -85,6 +87,7 @@ CASANOVO_KEYS = {
 FLAGS = {
     "rules": "rules",
     "beam": "beam",
+    "top_match": "top_match",
     "min_length": "min_length",
     "tolerance_ppm": "tolerance_ppm",
     "batch_size": "batch_size",
@@ -134,6 +137,9 @@ def add_arguments(p, calibrate: bool = False) -> None:
         "--no-precursor-filter", action="store_true", help="the same as --rules zoo-no-filter"
     )
     p.add_argument("--beam", type=int, help=f"AR beams (Casanovo's n_beams; {d.beam})")
+    p.add_argument(
+        "--top-match", type=int, help="PSMs per spectrum, best first (Casanovo's top_match; 1)"
+    )
     p.add_argument("--min-length", type=int, help=f"shortest peptide, AR ({d.min_length})")
     p.add_argument("--tolerance-ppm", type=float, help=f"precursor tolerance ({d.tolerance_ppm})")
     p.add_argument("--batch-size", type=int, help=f"spectra per model call ({d.batch_size})")
@@ -223,7 +229,7 @@ def resolve_settings(args) -> DenovoSettings:
     if getattr(args, "no_precursor_filter", False):
         values["rules"] = "zoo-no-filter"
     s = DenovoSettings(**values)
-    for name in ("beam", "min_length", "batch_size", "n_peaks", "max_charge"):
+    for name in ("beam", "top_match", "min_length", "batch_size", "n_peaks", "max_charge"):
         if getattr(s, name) < 1:
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag} {getattr(s, name)} must be >= 1")
@@ -319,13 +325,20 @@ def sequence_files(args, *, annotated: bool):
         precursor_filter=rules == "zoo",
         casanovo_compatible=rules == "casanovo",
         peak_bucket=settings.peak_bucket,
+        top_match=settings.top_match,
     )
     bar = tqdm(total=len(items), unit="spectrum", file=sys.stderr)
-    preds = seq.predict_all(
-        [e for _, _, e in items], mode, batch_size=settings.batch_size, on_batch=bar.update
+    tops = seq.predict_all(
+        [e for _, _, e in items],
+        mode,
+        batch_size=settings.batch_size,
+        on_batch=bar.update,
+        top=True,
     )
     bar.close()
-    run = {"settings": settings, "rules": rules, "mode": mode, "paths": paths}
+    # The best of each spectrum answers for it (evaluation, calibration); all go to the mzTab.
+    preds = [t[0] if t else empty_prediction() for t in tops]
+    run = {"settings": settings, "rules": rules, "mode": mode, "paths": paths, "tops": tops}
     run["residues"] = residues
     return items, preds, run
 
@@ -363,8 +376,8 @@ def main(args) -> int:
     settings, rules, paths, residues = run["settings"], run["rules"], run["paths"], run["residues"]
     cal = calibration.load(args.checkpoint) if os.path.isdir(args.checkpoint) else None
     psms = []
-    for (path, s, _), p in zip(items, preds):
-        if p.peptide:
+    for (path, s, _), ranked in zip(items, run["tops"]):
+        for p in ranked:  # best first: the mzTab keeps a spectrum's PSMs in this order
             psm = to_psm(s, p)
             psm.spectrum_file = path
             psm.spectrum_ref = _spectrum_ref(s)
@@ -379,7 +392,6 @@ def main(args) -> int:
         "rules": rules,
         "precursor_filter": rules == "zoo",
         **{k: v for k, v in dataclasses.asdict(settings).items() if k != "rules"},
-        "top_match": 1,
         "isotope_error_range": "[0, 1]",
         "config": os.path.abspath(args.config) if args.config else "none",
         "calibration": "none"

@@ -168,12 +168,13 @@ class _Rows(NamedTuple):
 
 
 class _Best(NamedTuple):
-    score_B: jax.Array  # f32, -inf until a prediction is kept
-    tokens_BxT: jax.Array  # int32 generation order, without the final `$`
-    prob_BxT: jax.Array  # f32
-    length_B: jax.Array  # int32 positions in tokens_BxT
-    matches_B: jax.Array  # bool
-    found_B: jax.Array  # bool
+    """The top_k kept predictions per spectrum, best first (K = top_k)."""
+
+    score_BxK: jax.Array  # f32, -inf where none is kept yet
+    tokens_BxKxT: jax.Array  # int32 generation order, without the final `$`
+    prob_BxKxT: jax.Array  # f32
+    length_BxK: jax.Array  # int32 positions in tokens
+    matches_BxK: jax.Array  # bool
 
 
 class ARSearchResult(NamedTuple):
@@ -184,6 +185,8 @@ class ARSearchResult(NamedTuple):
       tokens (Casanovo's aa_scores). score_B: [B] f32 peptide score (-inf where none).
       matches_B: [B] bool, the peptide matches the precursor (|ppm| <= tol at some isotope).
       found_B: [B] bool, a prediction was kept (Casanovo writes no PSM otherwise).
+    top: with top_k > 1, the same fields for the top_k predictions of each spectrum, best
+      first ([B, K, ...]; the first equals the fields above); None with top_k = 1.
     """
 
     tokens_BxT: jax.Array
@@ -192,6 +195,18 @@ class ARSearchResult(NamedTuple):
     prob_BxT: jax.Array
     matches_B: jax.Array
     found_B: jax.Array
+    top: ARTopK | None = None
+
+
+class ARTopK(NamedTuple):
+    """Casanovo's `top_match`: the K best kept predictions per spectrum, best first."""
+
+    tokens_BxKxT: jax.Array
+    length_BxK: jax.Array
+    score_BxK: jax.Array
+    prob_BxKxT: jax.Array
+    matches_BxK: jax.Array
+    found_BxK: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +254,7 @@ def ar_beam_search(
     casanovo_compatible: bool | jax.Array = False,
     tolerance_ppm: float = 50.0,
     isotopes: Sequence[int] = (0, 1),
+    top_k: int = 1,
 ) -> ARSearchResult:
     """Beam search for the best peptide of each spectrum (rules in the module docstring).
 
@@ -251,7 +267,12 @@ def ar_beam_search(
       included. min_length: Casanovo's `min_peptide_len`, in tokens. reverse: the model
       generates C->N. The three rule flags are normally Python bools; traced bool scalars
       also work (one compiled search for every mode, computing both rule sets each step).
+    top_k: Casanovo's `top_match`, static: keep the top_k best predictions per spectrum
+      (`result.top`), as Casanovo's heap keeps every kept beam's best top_match; ties keep
+      the earlier kept prediction (Casanovo draws a random tie key).
     """
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1 (Casanovo's top_match)")
     voc = _vocab(residues)
     batch, vocab = first_logits_BxV.shape
     if vocab != voc.stop + 1:
@@ -397,24 +418,25 @@ def ar_beam_search(
         keep = keep & _pick(compat, rows.n_real_N >= step + 1, True)
         rows = rows._replace(alive_N=_pick(compat, ~(ended | discarded), rows.alive_N & ~ended))
 
-        # Best kept prediction per spectrum: the max of everything Casanovo's heap ever holds.
+        # The top_k kept predictions per spectrum over everything Casanovo's heap ever holds:
+        # the K kept so far first (they win ties), then this step's S candidates.
         cand_BxS = jnp.where(keep, score_N, -jnp.inf).reshape(batch, s)
-        pick_N = jnp.arange(batch) * s + jnp.argmax(cand_BxS, axis=1)
-        new_score_B = jnp.max(cand_BxS, axis=1)
-        better_B = new_score_B > best.score_B
-        new_len_B = length_N[pick_N]
-        valid_BxT = pos_T[None, :] < new_len_B[:, None]
+        valid_NxT = pos_T[None, :] < length_N[:, None]
+        all_score = jnp.concatenate([best.score_BxK, cand_BxS], axis=1)
+        _, idx_BxK = jax.lax.top_k(all_score, top_k)  # ties: the lower index first
 
-        def choose(new, old):
-            return jnp.where(better_B.reshape(better_B.shape + (1,) * (new.ndim - 1)), new, old)
+        def merge(old, new):
+            new = new.reshape((batch, s) + new.shape[1:])
+            both = jnp.concatenate([old, new], axis=1)
+            idx = idx_BxK.reshape(idx_BxK.shape + (1,) * (both.ndim - 2))
+            return jnp.take_along_axis(both, idx, axis=1)
 
         best = _Best(
-            score_B=choose(new_score_B, best.score_B),
-            tokens_BxT=choose(jnp.where(valid_BxT, rows.tokens_NxT[pick_N], PAD), best.tokens_BxT),
-            prob_BxT=choose(jnp.where(valid_BxT, rows.prob_NxT[pick_N], 0.0), best.prob_BxT),
-            length_B=choose(new_len_B, best.length_B),
-            matches_B=choose(fits_N[pick_N], best.matches_B),
-            found_B=best.found_B | better_B,
+            score_BxK=merge(best.score_BxK, cand_BxS.reshape(-1)),
+            tokens_BxKxT=merge(best.tokens_BxKxT, jnp.where(valid_NxT, rows.tokens_NxT, PAD)),
+            prob_BxKxT=merge(best.prob_BxKxT, jnp.where(valid_NxT, rows.prob_NxT, 0.0)),
+            length_BxK=merge(best.length_BxK, length_N),
+            matches_BxK=merge(best.matches_BxK, fits_N),
         )
         return rows, best
 
@@ -434,12 +456,11 @@ def ar_beam_search(
         alive_N=jnp.arange(n_rows) % s == 0,  # the first token comes from one row per spectrum
     )
     best = _Best(
-        score_B=jnp.full((batch,), -jnp.inf, jnp.float32),
-        tokens_BxT=jnp.zeros((batch, t_len), jnp.int32),
-        prob_BxT=jnp.zeros((batch, t_len), jnp.float32),
-        length_B=jnp.zeros((batch,), jnp.int32),
-        matches_B=jnp.zeros((batch,), bool),
-        found_B=jnp.zeros((batch,), bool),
+        score_BxK=jnp.full((batch, top_k), -jnp.inf, jnp.float32),
+        tokens_BxKxT=jnp.zeros((batch, top_k, t_len), jnp.int32),
+        prob_BxKxT=jnp.zeros((batch, top_k, t_len), jnp.float32),
+        length_BxK=jnp.zeros((batch, top_k), jnp.int32),
+        matches_BxK=jnp.zeros((batch, top_k), bool),
     )
 
     def cond(state):
@@ -464,13 +485,25 @@ def ar_beam_search(
     logits_NxV = jnp.repeat(first_logits_BxV.astype(jnp.float32), s, axis=0)
     state = (jnp.int32(0), rows, best, repeat_rows(cache, s), logits_NxV)
     best = jax.lax.while_loop(cond, body, state)[2]
+    found_BxK = jnp.isfinite(best.score_BxK)
+    top = None
+    if top_k > 1:
+        top = ARTopK(
+            tokens_BxKxT=best.tokens_BxKxT,
+            length_BxK=best.length_BxK,
+            score_BxK=best.score_BxK,
+            prob_BxKxT=best.prob_BxKxT,
+            matches_BxK=best.matches_BxK,
+            found_BxK=found_BxK,
+        )
     return ARSearchResult(
-        tokens_BxT=best.tokens_BxT,
-        length_B=best.length_B,
-        score_B=best.score_B,
-        prob_BxT=best.prob_BxT,
-        matches_B=best.matches_B,
-        found_B=best.found_B,
+        tokens_BxT=best.tokens_BxKxT[:, 0],
+        length_B=best.length_BxK[:, 0],
+        score_B=best.score_BxK[:, 0],
+        prob_BxT=best.prob_BxKxT[:, 0],
+        matches_B=best.matches_BxK[:, 0],
+        found_B=found_BxK[:, 0],
+        top=top,
     )
 
 
@@ -522,6 +555,35 @@ def to_predictions(
             )
         )
     return out
+
+
+def to_top_predictions(
+    result: ARSearchResult, *, residues: Residues, reverse: bool, charge_B
+) -> list[list[PeptidePrediction]]:
+    """Per spectrum, its top_k predictions best first (`result.top`; Casanovo's top_match
+    PSMs), each as `to_predictions` reports one; an empty list where none was kept."""
+    if result.top is None:
+        best = to_predictions(result, residues=residues, reverse=reverse, charge_B=charge_B)
+        return [[] if p is None else [p] for p in best]
+    t = result.top
+    k = np.asarray(t.score_BxK).shape[1]
+    per_rank = [
+        to_predictions(
+            ARSearchResult(
+                tokens_BxT=np.asarray(t.tokens_BxKxT)[:, r],
+                length_B=np.asarray(t.length_BxK)[:, r],
+                score_B=np.asarray(t.score_BxK)[:, r],
+                prob_BxT=np.asarray(t.prob_BxKxT)[:, r],
+                matches_B=np.asarray(t.matches_BxK)[:, r],
+                found_B=np.asarray(t.found_BxK)[:, r],
+            ),
+            residues=residues,
+            reverse=reverse,
+            charge_B=charge_B,
+        )
+        for r in range(k)
+    ]
+    return [[p for p in ranks if p is not None] for ranks in zip(*per_rank)]
 
 
 def merge_nterm_scores(prediction: PeptidePrediction, residues: Residues) -> np.ndarray:

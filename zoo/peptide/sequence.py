@@ -80,7 +80,11 @@ class Sequencer:
         pmc_tolerance: float = DEFAULTS.pmc_tolerance,
         tolerance_ppm: float = DEFAULTS.tolerance_ppm,
         peak_bucket: int = DEFAULTS.peak_bucket,
+        top_match: int = 1,
     ):
+        if top_match < 1:
+            raise ValueError(f"--top-match {top_match} must be >= 1")
+        self.top_match = top_match
         if peak_bucket < 0:
             raise ValueError(f"--peak-bucket {peak_bucket} must be >= 0 (0 = no buckets)")
         self.peak_bucket = peak_bucket
@@ -133,6 +137,7 @@ class Sequencer:
                 precursor_filter=precursor_filter,
                 casanovo_compatible=casanovo_compatible,
                 tolerance_ppm=tolerance_ppm,
+                top_k=top_match,
             )
 
         def nar_log_probs(params, mz, inten, mass, charge):
@@ -158,6 +163,14 @@ class Sequencer:
     def predict(self, examples, decoder: str = "ar", peaks: int | None = None) -> list[Prediction]:
         """Predictions for a batch of stored spectra, peaks padded to `peaks` (default
         max_peaks). Each new (batch size, peaks) compiles: `predict_all` keeps them few."""
+        tops = self.predict_top(examples, decoder, peaks)
+        return [top[0] if top else empty_prediction() for top in tops]
+
+    def predict_top(
+        self, examples, decoder: str = "ar", peaks: int | None = None
+    ) -> list[list[Prediction]]:
+        """Per spectrum, up to `top_match` predictions, best first (Casanovo's top_match;
+        "nar" takes the CTC beam's best, "nar_pmc" gives one); [] where there is none."""
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}; use one of {DECODERS}")
         x = self.inputs(examples, peaks)
@@ -167,59 +180,70 @@ class Sequencer:
                 raise ValueError(f"a {self.config.mode!r} model has no AR decoder; use nar")
             # Split the float64 m/z on the host: the ppm test keeps full precision in jit.
             result = jax.device_get(self._ar(*args, ar_search_lib.mz_parts(x["precursor_mz"])))
-            preds = ar_search_lib.to_predictions(
+            return ar_search_lib.to_top_predictions(
                 result,
                 residues=self.residues,
                 reverse=self.config.reverse,
                 charge_B=x["precursor_charge"],
             )
-            return [p if p is not None else _empty() for p in preds]
         if not self.config.has_nar:
             raise ValueError(f"a {self.config.mode!r} model has no NAR decoder; use ar")
         lp = np.asarray(jax.device_get(self._nar(*args)), np.float64)
         neutral = zres.neutral_mass(x["precursor_mz"], x["precursor_charge"])
         if decoder == "nar" and self.ctc_beam == 1:
-            decoded = ctc.ctc_greedy(lp)
+            decoded = [[d] for d in ctc.ctc_greedy(lp)]
         elif decoder == "nar":
-            decoded = [d[0] for d in ctc.ctc_beam_search(lp, self.ctc_beam, top_k=1)]
+            k = min(self.top_match, self.ctc_beam)
+            decoded = [list(d) for d in ctc.ctc_beam_search(lp, self.ctc_beam, top_k=k)]
         else:
-            decoded = pmc_batch.ctc_decode_with_mass_batch(
-                lp,
-                self.masses,
-                neutral,
-                beam=self.ctc_beam,
-                tolerance=self.pmc_tolerance,
-                nterm=self.nterm,
-            )
-        out = []
-        for d, z, mz in zip(decoded, x["precursor_charge"], x["precursor_mz"]):
-            names = tuple(self.layout.names(d.tokens))
-            if not names:
-                out.append(_empty())
-                continue
-            calc = zres.precursor_mz(self.residues.peptide_mass(names), int(z))
-            ok = any(
-                abs(zres.ppm_error(calc, float(mz), int(z), iso)) <= self.tolerance_ppm
-                for iso in (0, 1)
-            )
-            out.append(
-                Prediction(
-                    self.residues.to_string(names),
-                    names,
-                    float(np.exp(d.log_prob / max(len(names), 1))),
-                    np.asarray(d.token_scores, np.float32),
-                    ok,
-                    calc,
+            decoded = [
+                [d]
+                for d in pmc_batch.ctc_decode_with_mass_batch(
+                    lp,
+                    self.masses,
+                    neutral,
+                    beam=self.ctc_beam,
+                    tolerance=self.pmc_tolerance,
+                    nterm=self.nterm,
                 )
-            )
+            ]
+        out = []
+        for ranked, z, mz in zip(decoded, x["precursor_charge"], x["precursor_mz"]):
+            spectrum = []
+            for d in ranked:
+                names = tuple(self.layout.names(d.tokens))
+                if not names:
+                    continue
+                calc = zres.precursor_mz(self.residues.peptide_mass(names), int(z))
+                ok = any(
+                    abs(zres.ppm_error(calc, float(mz), int(z), iso)) <= self.tolerance_ppm
+                    for iso in (0, 1)
+                )
+                spectrum.append(
+                    Prediction(
+                        self.residues.to_string(names),
+                        names,
+                        float(np.exp(d.log_prob / max(len(names), 1))),
+                        np.asarray(d.token_scores, np.float32),
+                        ok,
+                        calc,
+                    )
+                )
+            out.append(spectrum)
         return out
 
     def predict_all(
-        self, examples, decoder: str = "ar", batch_size: int = DEFAULTS.batch_size, on_batch=None
-    ) -> list[Prediction]:
+        self,
+        examples,
+        decoder: str = "ar",
+        batch_size: int = DEFAULTS.batch_size,
+        on_batch=None,
+        top: bool = False,
+    ):
         """Predictions for any number of spectra, in the input order. Batches of `batch_size`
         (the last one padded with copies), spectra sorted by peak count so that a batch's
-        spectra are alike, each batch padded to `peak_bucket` steps (see DenovoDefaults)."""
+        spectra are alike, each batch padded to `peak_bucket` steps (see DenovoDefaults).
+        With `top`, each spectrum's list of up to top_match predictions (`predict_top`)."""
         examples = list(examples)
         if not examples:
             return []
@@ -233,14 +257,15 @@ class Sequencer:
             padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
             most = int(counts[rows].max())
             peaks = min(self.max_peaks, max(step, -(-most // step) * step)) if step else None
-            for i, p in zip(rows, self.predict(padded, decoder, peaks)):
+            predict = self.predict_top if top else self.predict
+            for i, p in zip(rows, predict(padded, decoder, peaks)):
                 out[i] = p
             if on_batch:
                 on_batch(len(chunk))
         return out
 
 
-def _empty() -> Prediction:
+def empty_prediction() -> Prediction:
     return Prediction("", (), float("-inf"), np.zeros(0, np.float32), False, float("nan"))
 
 
