@@ -9,12 +9,13 @@ mouse digest's test peptides (zoo.peptide.simulated_tfds, pool="random").
 Run as a script, this file is the last part of `make demo`: it trains an AR-only
 (Casanovo-like), a NAR-only (PrimeNovo-like) and a hybrid (CrossNovo: joint stage with
 importance annealing, then the AR decoder alone with the encoder and NAR decoder frozen)
-model for equal training time (`--seconds` of training steps each, the hybrid's two stages
-together; `train.max_seconds`), and reports AA precision / peptide recall on the test split for AR beam search,
-NAR CTC beam search with and without precise mass control, and the hybrid; it writes the
-hybrid's predictions as mzTab and a PNG of one spectrum annotated with its b/y ions, and
-ends with results.json (`summary`: ar / nar / nar_pmc / hybrid on the peptide-disjoint
-test), learning_curves.png (the four training runs) and summary.png.
+model for equal training time (`--seconds` of training steps each, the hybrid's two
+stages together; `train.max_seconds`). It reports AA precision / peptide recall on the
+test split for AR beam search, NAR CTC beam search with and without precise mass
+control, and the hybrid; writes the hybrid's predictions as mzTab and a PNG of one
+spectrum annotated with its b/y ions; and ends with results.json (`summary`: ar / nar /
+nar_pmc / hybrid on the peptide-disjoint test), learning_curves.png (the four training
+runs) and summary.png.
 
   python recipes/denovo_demo.py --workdir runs/denovo_demo
   python recipes/denovo_demo.py --workdir runs/denovo_demo --seconds 150 --ablation
@@ -165,8 +166,11 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="demo", help="demo, or tiny (tests)")
     ap.add_argument(
         "--ablation",
-        action="store_true",
-        help="also train hybrid variants (why the hybrid trails AR) and score them",
+        nargs="?",
+        const="all",
+        default="",
+        help="also train hybrid variants (why the hybrid trails AR) and score them: all, or "
+        f"a comma list of {','.join(ABLATIONS)}",
     )
     args = ap.parse_args(argv)
 
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
         if timed:  # equal training time: the budget ends each run, num_steps only a cap
             c.train.num_steps = MAX_STEPS
             c.train.max_seconds = seconds
-            c.eval.every_steps = EVAL_EVERY if args.variant == "demo" else 1
+            c.eval.every_steps = EVAL_EVERY if args.variant == "demo" else 50
             c.checkpoint.every_steps = 500
         else:
             c.train.num_steps = steps
@@ -360,9 +364,14 @@ def train_hybrid(
 
 
 def train_ablations(args, config, w) -> dict:
-    """--ablation: each hybrid variant of ABLATIONS, trained in its own workdirs."""
+    """--ablation: the hybrid variants of ABLATIONS it names, each in its own workdirs."""
+    keys = list(ABLATIONS) if args.ablation == "all" else args.ablation.split(",")
+    unknown = [k for k in keys if k not in ABLATIONS]
+    if unknown:
+        raise SystemExit(f"--ablation {args.ablation}: unknown {unknown}; use {list(ABLATIONS)}")
     out = {}
-    for key, (what, kwargs) in ABLATIONS.items():
+    for key in keys:
+        what, kwargs = ABLATIONS[key]
         print(f"\n=== ablation {key}: {what}")
         task, params = train_hybrid(
             args, config, w(f"ablation_{key}_stage1"), w(f"ablation_{key}"), **kwargs
