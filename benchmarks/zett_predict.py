@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import numpy as np
     from flax import linen as nn
 
-    from zoo.mbart import gettext
+    from zoo.data import gettext
     from zoo.mbart.tasks import translation_config
     from zoo.tasks import get_task
     from zoo.zett import hypernet as zett

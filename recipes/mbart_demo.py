@@ -25,7 +25,7 @@ import common
 import ml_collections
 import numpy as np
 
-from zoo.mbart import gettext
+from zoo.data import gettext
 from zoo.mbart.metrics import corpus_scores
 from zoo.mbart.tokenizer import train_sentencepiece
 from zoo.mbart.translate import TranslateOptions, translate

@@ -1,7 +1,7 @@
 """Parallel text for the mBART tasks: (source, target) sentence pairs of a split.
 
 `task.corpus` picks the corpus:
-- "gettext": the catalogs under task.locale_dir (`zoo.mbart.gettext`, no TensorFlow).
+- "gettext": the catalogs under task.locale_dir (`zoo.data.gettext`, no TensorFlow).
 - "tfds:NAME" (e.g. tfds:wmt16_translate/ro-en): a TFDS catalog dataset, whose builder needs
   TensorFlow (`pip install -e '.[tfds-catalog]'`) and downloads once, with network, into
   task.data_dir.
@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from zoo.mbart import gettext
+from zoo.data import gettext
 
 # Fields of a task config that say where the text comes from (other tasks copy them, e.g.
 # ZeTT's task passes them to the base model's translation task).

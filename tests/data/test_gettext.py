@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zoo.data import load_source
-from zoo.mbart.gettext import (
+from zoo.data.gettext import (
     SPLITS,
     MoEntry,
     MoFormatError,
