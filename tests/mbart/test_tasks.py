@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zoo.mbart
-from tests.mbart.test_gettext import catalog, write_locale
+from tests.data.test_gettext import catalog, write_locale
 from tests.train import runner
 from zoo import cli
 

@@ -19,7 +19,11 @@ from zoo.zett import vocab
 
 
 def transfer_batches(task, pairs, *, seed, train, process_index, process_count) -> StepBatches:
-    """The batches of `pairs` ((source, target) sentences) for `task` (a TokenizerTransferTask)."""
+    """The batches of `pairs` for `task`: tuples of texts (mBART: (source, target) sentences;
+    LM: (document,)), all counted by the sampler; the task encodes a batch's rows
+    (`task.encode_rows(tokenizer, pairs, rows, max_length)` -> its text features) and gives the
+    sampler's template (`task.sampler_template()`), tokenizers (`task.make_tokenizer(proto)`)
+    and decompositions (`task.decomposer()`)."""
     return StepBatches(
         _BatchMaker(
             task,
@@ -58,7 +62,7 @@ class _BatchMaker:
                 int(t.sample_vocab_size),
                 np.random.default_rng(seed),
                 noise_std=0.0,
-                template=task.source_tokenizer,
+                template=task.sampler_template(),
             )
             tok = task.make_tokenizer(proto)
             self.fixed = (tok, task.decomposer().surface_matrix(tok))
@@ -113,7 +117,7 @@ class _BatchMaker:
                 int(t.sample_vocab_size),
                 rng,
                 noise_std=noise,
-                template=task.source_tokenizer,
+                template=task.sampler_template(),
             )
             tok = task.make_tokenizer(proto)
             forms = task.decomposer().surface_matrix(tok)
@@ -123,7 +127,7 @@ class _BatchMaker:
                 f"the step's tokenizer has {forms.ids.shape[0]} ids > the {V} rows reserved"
             )
         surface = np.full((V, K), self.task.pad_id, np.int32)
-        surface[:, 0] = 3  # vocabulary padding rows: any real piece (their logits are masked)
+        surface[:, 0] = 3  # vocabulary padding rows: any real source piece (logits are masked)
         surface[: forms.ids.shape[0]] = forms.ids
         special = np.full((V,), -1, np.int32)
         special[: forms.ids.shape[0]] = forms.special_source
@@ -132,21 +136,14 @@ class _BatchMaker:
         # This process's rows of the global batch (eval's last batch is padded with empty rows).
         local = self.global_batch // self.process_count
         rows = idx[self.process_index * local : (self.process_index + 1) * local]
-        inputs = np.full((local, self.max_length), task.pad_id, np.int32)
-        targets = np.full((local, self.max_length), task.pad_id, np.int32)
-        for r, i in enumerate(rows):
-            src, tgt = self.pairs[i]
-            a = tok.encode(src, t.src_lang, max_length=self.max_length, truncate=True)
-            b = tok.encode(tgt, t.tgt_lang, max_length=self.max_length, truncate=True)
-            inputs[r, : len(a)], targets[r, : len(b)] = a, b
+        text = task.encode_rows(tok, [self.pairs[i] for i in rows], local, self.max_length)
         rng = np.random.default_rng([self.seed, step, 3])
         n = task.identity_rows
         ids = rng.choice(self.identity_pool, n, replace=n > len(self.identity_pool)).astype(
             np.int32
         )
         return {
-            "inputs": inputs,
-            "targets": targets,
+            **text,
             "surface": surface,
             "special_source": special,
             "vocab_valid": valid,

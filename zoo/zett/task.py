@@ -303,6 +303,21 @@ class TokenizerTransferTask(Task):
             None, model_proto=model_proto, languages=src.languages, style=src.style
         )
 
+    def sampler_template(self) -> MBartTokenizer:
+        """The tokenizer whose normalizer the sampled tokenizers keep (the source's)."""
+        return self.source_tokenizer
+
+    def encode_rows(self, tok: MBartTokenizer, pairs, rows: int, max_length: int):
+        """inputs / targets [rows, max_length] of (source, target) pairs in tokenizer tok."""
+        t = self.config.task
+        inputs = np.full((rows, max_length), self.pad_id, np.int32)
+        targets = np.full((rows, max_length), self.pad_id, np.int32)
+        for r, (src, tgt) in enumerate(pairs):
+            a = tok.encode(src, t.src_lang, max_length=max_length, truncate=True)
+            b = tok.encode(tgt, t.tgt_lang, max_length=max_length, truncate=True)
+            inputs[r, : len(a)], targets[r, : len(b)] = a, b
+        return {"inputs": inputs, "targets": targets}
+
     def target_tokenizer(self) -> MBartTokenizer:
         path = os.path.expanduser(self.config.task.target_tokenizer)
         return self.make_tokenizer(vocab.load_target_model_proto(path))
