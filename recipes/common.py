@@ -238,6 +238,52 @@ def peptide_model(
     return c
 
 
+def lm_task(*, vocab_size: int, data_dir: str = "~/.cache/zoo/tfds") -> ConfigDict:
+    c = ConfigDict()  # zoo.lm.task: next-token loss on packed text
+    c.name = "causal_lm"
+    c.corpus = "gettext"  # "gettext" (the catalogs under locale_dir) | "files" (text files)
+    c.text_langs = "en,de"  # gettext: the sides used as documents (en = the msgids)
+    c.locale_dir = "/usr/share/locale"  # gettext: the catalogs
+    c.train_files = ""  # files: comma-separated globs, one document per line
+    c.validation_files = ""
+    c.data_dir = data_dir  # gettext's TFDS dataset and trained tokenizers are cached here
+    c.tokenizer = ""  # a tokenizer.json; "" = train a byte-level BPE on the train split
+    c.vocab_size = vocab_size  # ids of that trained BPE (ignored with task.tokenizer)
+    c.add_bos = True  # each document starts with the tokenizer's <s> / <|begin_of_text|>
+    c.add_eos = True  # and ends with its </s> / <|end_of_text|>
+    c.label_smoothing = 0.0
+    return c
+
+
+def lm_model(
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    dtype: str = "float32",
+) -> ConfigDict:
+    c = ConfigDict()  # fields of zoo.lm.model.LMConfig (transformers' LlamaConfig names)
+    c.vocab_size = 0  # 0 = the tokenizer's vocabulary size
+    c.hidden_size = hidden_size  # model width
+    c.num_layers = num_layers
+    c.num_heads = num_heads  # query heads
+    c.num_kv_heads = num_kv_heads  # key/value heads (grouped-query attention; = heads for MHA)
+    c.head_dim = 0  # 0 = hidden_size // num_heads
+    c.intermediate_size = intermediate_size  # SwiGLU hidden width
+    c.max_position_embeddings = max_position_embeddings  # longest sequence (rope tables)
+    c.rope_theta = 10000.0  # rotary base
+    c.rms_norm_eps = 1e-5
+    c.attention_bias = False  # q/k/v biases (Qwen2)
+    c.tie_word_embeddings = False  # lm_head shares the input embedding
+    c.sliding_window = 0  # 0 = full causal attention; W = Mistral's sliding window
+    c.dtype = dtype  # compute dtype ("bfloat16" for mixed precision); params stay float32
+    c.remat = "none"  # "none" | "full": recompute each layer in the backward pass
+    return c
+
+
 # ------------------------------------------------------------------------------ demo drivers
 
 

@@ -6,6 +6,7 @@ train` and `zoo compile` get `get_task` from `zoo.cli`).
 
 from __future__ import annotations
 
+from zoo.lm.task import CausalLMTask
 from zoo.mbart.tasks import CsrTask, DenoisingTask, TranslationTask
 from zoo.peptide.task import DenovoTask
 from zoo.smoke.task import ReverseTask
@@ -21,6 +22,7 @@ TASKS: dict[str, type[Task]] = {
         DenoisingTask,
         DenovoTask,
         TokenizerTransferTask,
+        CausalLMTask,
     )
 }
 

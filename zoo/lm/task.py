@@ -1,0 +1,318 @@
+"""Causal language modelling for the loop: next-token loss on packed text (`task.name=causal_lm`).
+
+Text comes from `task.corpus`:
+- "gettext": the interface strings of the gettext catalogs under task.locale_dir, the sides
+  named in task.text_langs ("en" = the msgids, "de" = German msgstrs; split by catalog, so
+  validation text is from programs never trained on; `zoo.data.gettext`).
+- "files": plain UTF-8 text files, one document per line: task.train_files and
+  task.validation_files (comma-separated globs).
+
+Every document becomes `[bos] tokens [eos]` (each when the tokenizer has it), cut into pieces
+of at most data.max_length tokens. The tokenizer is task.tokenizer (a `tokenizer.json`, read
+through the `tokenizers` library: byte-level BPE, Unigram, WordPiece...), or "" to train a
+byte-level BPE of task.vocab_size ids on the train split (cached in task.data_dir, keyed by
+the text's hash). From a converted checkpoint: `train.init_from=DIR` with
+`task.tokenizer=DIR/tokenizer.json` and the model block of DIR/model.json
+(`lm_config_from` below fills both).
+
+Batches (`data.mode`):
+- "pack" (the usual): several pieces per row: `tokens`, `tokens_segment_ids` (0 = padding)
+  and `tokens_positions` [B, L]; attention stays inside a segment, positions restart at 0.
+- "pad": one piece per row, `tokens` plus `real` (1 on tokens, 0 on padding), since any id,
+  0 included, can be a real token of a byte-level vocabulary.
+Targets are the next token of the same segment; a segment's last token has none.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from zoo.data import gettext, pipeline, plans
+from zoo.data.sources import scan_shared
+from zoo.io import modeldir
+from zoo.lm.model import LM, LMConfig, count_flops
+from zoo.train.losses import label_smoothed_cross_entropy
+from zoo.train.task import Task
+
+# Names under which tokenizers commonly keep their sequence markers, in order of preference.
+BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "[CLS]")
+EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "[SEP]")
+TRAINED_SPECIALS = ("<s>", "</s>", "<pad>")  # ids 0, 1, 2 of a tokenizer trained here
+
+
+def load_tokenizer(path: str) -> tokenizers.Tokenizer:
+    """A tokenizer.json through the `tokenizers` library, with a one-line error naming the file."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "tokenizer.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no tokenizer file {path}; pass --config.task.tokenizer=PATH/tokenizer.json "
+            "(or '' to train a byte-level BPE on the corpus)"
+        )
+    try:
+        return tokenizers.Tokenizer.from_file(path)
+    except Exception as e:  # the library raises a bare Exception on malformed JSON
+        raise ValueError(
+            f"{path} is not a tokenizer.json the tokenizers library reads ({e})"
+        ) from None
+
+
+def special_id(tok: tokenizers.Tokenizer, names: Sequence[str]) -> int | None:
+    """The id of the first of `names` that is in the vocabulary, else None."""
+    for name in names:
+        i = tok.token_to_id(name)
+        if i is not None:
+            return int(i)
+    return None
+
+
+def train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tokenizers.Tokenizer:
+    """A GPT-2 style byte-level BPE on `texts` with <s>, </s>, <pad> at ids 0, 1, 2."""
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TRAINED_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _text_files(spec: str, key: str) -> list[str]:
+    files = sorted({f for pattern in spec.split(",") if pattern for f in glob.glob(
+        os.path.expanduser(pattern.strip()))})  # fmt: skip
+    if not files:
+        raise FileNotFoundError(
+            f"task.{key}={spec!r} matches no file; pass --config.task.{key}=GLOB[,GLOB...]"
+        )
+    return files
+
+
+def corpus_texts(task_config, split: str) -> list[str]:
+    """Documents of `split` ("train" | "validation" | "test") from task_config.corpus."""
+    t = task_config
+    if t.corpus == "gettext":
+        langs = [s.strip() for s in t.text_langs.split(",") if s.strip()]
+        others = [lang for lang in langs if lang != "en"] or ["de"]
+        builder = gettext.gettext_builder(
+            os.path.expanduser(t.data_dir), src_lang="en", tgt_lang=others[0],
+            locale_dir=t.locale_dir,
+        )  # fmt: skip
+        texts = []
+        for ex in builder.as_data_source()[split]:
+            texts.extend(ex[lang].decode("utf-8") for lang in langs)
+        return texts
+    if t.corpus == "files":
+        key = "train_files" if split == "train" else "validation_files"
+        texts = []
+        for path in _text_files(t[key], key):
+            with open(path, encoding="utf-8", errors="strict") as f:
+                try:
+                    texts.extend(line.rstrip("\n") for line in f if line.strip())
+                except UnicodeDecodeError as e:
+                    raise ValueError(
+                        f"{path}: not UTF-8 text ({e}); task.{key} takes text files"
+                    ) from None
+        return texts
+    raise ValueError(f"task.corpus={t.corpus!r}; use 'gettext' or 'files'")
+
+
+def lm_config_from(checkpoint: str) -> ml_collections.ConfigDict:
+    """The model block of a `zoo convert lm` dir (for recipes that start from a checkpoint)."""
+    meta = modeldir.read_meta(checkpoint)
+    if meta["family"] != "lm":
+        raise ValueError(f"{checkpoint} holds a {meta['family']} model, not an lm")
+    return ml_collections.ConfigDict(meta["config"])
+
+
+class CausalLMTask(Task):
+    name = "causal_lm"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._tokenizer: tokenizers.Tokenizer | None = None
+        self._sources: dict[str, list[dict[str, np.ndarray]]] = {}
+        fields = config.model.to_dict()
+        if fields.get("vocab_size", 0) == 0:  # 0 = the tokenizer's vocabulary
+            fields["vocab_size"] = self.tokenizer().get_vocab_size()
+        for key in ("head_dim", "sliding_window", "num_kv_heads"):  # the recipe's 0 = off
+            if fields.get(key) == 0:
+                fields[key] = None
+        self.model_config = LMConfig.from_dict(fields)  # validated
+        self.model = LM(self.model_config)
+        self.packed = config.data.mode == "pack"
+        if config.data.mode not in ("pack", "pad"):
+            raise ValueError(
+                f"data.mode={config.data.mode!r}: the causal LM batches text as 'pack' or 'pad'; "
+                "pass --config.data.mode=pack"
+            )
+
+    # --- model -----------------------------------------------------------------
+    def _inputs(self, batch):
+        tokens = batch["tokens"]
+        if self.packed:
+            return tokens, batch["tokens_segment_ids"], batch["tokens_positions"]
+        real = batch["real"].astype(jnp.int32)
+        positions = jnp.maximum(jnp.cumsum(real, axis=1) - 1, 0)
+        return tokens, real, positions
+
+    def init_variables(self, rng, batch):
+        tokens, segments, positions = self._inputs(batch)
+        return self.model.init({"params": rng}, tokens, positions=positions, segment_ids=segments)
+
+    def loss(self, params, batch, rng, *, train, step=None):
+        tokens, segments, positions = self._inputs(batch)
+        logits = self.model.apply(
+            {"params": params},
+            tokens,
+            positions=positions,
+            segment_ids=segments,
+            deterministic=not train,
+            rngs={"dropout": rng} if train else {},
+        )
+        # position t predicts token t+1 of the same segment
+        targets = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+        next_seg = jnp.pad(segments[:, 1:], ((0, 0), (0, 1)))
+        weights = (segments != 0) & (next_seg == segments)
+        loss, nll = label_smoothed_cross_entropy(
+            logits, targets, weights, self.config.task.label_smoothing
+        )
+        correct = ((logits.argmax(-1) == targets) & weights).sum()
+        return loss, {"weight": weights.sum(), "nll": nll, "accuracy": correct}
+
+    # --- batch layout ------------------------------------------------------------
+    def batch_axes(self):
+        if self.packed:
+            return {k: ("batch", "length") for k in
+                    ("tokens", "tokens_segment_ids", "tokens_positions")}  # fmt: skip
+        return {"tokens": ("batch", "length"), "real": ("batch", "length")}
+
+    def example_batch(self, batch_size):
+        return {
+            k: np.zeros((batch_size, self.config.data.max_length), np.int32)
+            for k in self.batch_axes()
+        }
+
+    def flops_per_batch(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+        b, length = batch_shapes["tokens"]
+        return count_flops(self.model_config, b, length)
+
+    def _real(self, batch) -> np.ndarray:
+        return np.asarray(batch["tokens_segment_ids" if self.packed else "real"]) != 0
+
+    def tokens_in_batch(self, batch) -> int:
+        return int(self._real(batch).sum())
+
+    def positions_in_batch(self, batch) -> tuple[int, int]:
+        real = self._real(batch)
+        return int(real.sum()), int(real.size)
+
+    # --- data --------------------------------------------------------------------
+    def tokenizer(self) -> tokenizers.Tokenizer:
+        """task.tokenizer, or a byte-level BPE trained on the train split (cached)."""
+        if self._tokenizer is None:
+            t = self.config.task
+            if t.tokenizer:
+                path = os.path.expanduser(t.tokenizer)
+                if os.path.isdir(path):
+                    path = os.path.join(path, "tokenizer.json")
+            else:
+                texts = corpus_texts(t, "train")
+                digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+                path = os.path.join(
+                    os.path.expanduser(t.data_dir), "lm_tokenizers",
+                    f"bytelevel_bpe{t.vocab_size}_{digest}.json",
+                )  # fmt: skip
+                if not os.path.exists(path):
+                    logging.info("training a byte-level BPE of %d ids -> %s", t.vocab_size, path)
+                    tok = train_bytelevel_bpe(texts, t.vocab_size)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    tmp = f"{path}.tmp{os.getpid()}"
+                    tok.save(tmp)
+                    os.replace(tmp, path)
+            self._tokenizer = load_tokenizer(path)
+            self.tokenizer_path = path  # the tokenizer.json to ship beside a trained model
+        return self._tokenizer
+
+    def prepare_data(self) -> None:
+        self.tokenizer()
+        self.examples("train")
+
+    def examples(self, split: str) -> list[dict[str, np.ndarray]]:
+        """Tokenised pieces of at most data.max_length tokens: [{'tokens': ids, ...}]."""
+        if split not in self._sources:
+            tok = self.tokenizer()
+            bos = special_id(tok, BOS_NAMES) if self.config.task.add_bos else None
+            eos = special_id(tok, EOS_NAMES) if self.config.task.add_eos else None
+            limit = self.config.data.max_length
+            pieces = []
+            texts = corpus_texts(self.config.task, split)
+            for enc in tok.encode_batch(texts, add_special_tokens=False):
+                ids = (
+                    ([bos] if bos is not None else [])
+                    + enc.ids
+                    + ([eos] if eos is not None else [])
+                )
+                for start in range(0, len(ids), limit):
+                    chunk = np.asarray(ids[start : start + limit], np.int32)
+                    if len(chunk) >= 2:  # a piece needs one next-token target
+                        ex = {"tokens": chunk}
+                        if not self.packed:
+                            ex["real"] = np.ones_like(chunk)
+                        pieces.append(ex)
+            if not pieces:
+                raise ValueError(f"task.corpus={self.config.task.corpus!r} has no {split} text")
+            self._sources[split] = pieces
+        return self._sources[split]
+
+    def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
+        d = self.config.data
+        batching = pipeline.BatchingConfig(
+            mode=d.mode,
+            global_batch_size=d.global_batch_size,
+            max_length=d.max_length,
+            tokens_per_batch=d.tokens_per_batch,
+            bucket_boundaries=tuple(d.bucket_boundaries),
+            batch_multiple=batch_multiple,
+            pad_id=0,
+        )
+        source = self.examples(split)
+        features = ["tokens"] if self.packed else ["tokens", "real"]
+        lengths = scan_shared(
+            len(source),
+            lambda rows: plans.feature_lengths(source, features, rows),
+            process_index,
+            process_count,
+        )
+        return pipeline.make_dataset(
+            source,
+            features,
+            batching,
+            seed=seed,
+            shuffle=train,
+            num_epochs=None if train else 1,
+            process_index=process_index,
+            process_count=process_count,
+            lengths=lengths,
+        )
+
+    def describe(self) -> str:
+        c = self.model_config
+        return (
+            f"causal_lm: {c.num_layers} layers, hidden {c.hidden_size}, heads "
+            f"{c.num_heads}/{c.num_kv_heads} kv, vocab {c.vocab_size}"
+        )
