@@ -1,4 +1,4 @@
-"""Batched greedy, beam and diverse beam search over any step function; jit-friendly.
+"""Batched greedy, sampling, beam and diverse beam search over any step function; jit-friendly.
 
 A model plugs in through two things:
 
@@ -199,6 +199,88 @@ def greedy_search(
             logits_BxV.astype(jnp.float32), s.step, max_len_B, forced_bos_B, forced_eos_id
         )
         next_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+        next_B = jnp.where(s.finished_B, pad_id, next_B)
+        tokens_BxT = jax.lax.dynamic_update_slice(s.tokens_BxT, next_B[:, None], (0, s.step))
+        finished_B = s.finished_B | (next_B == eos_id) | (s.step + 1 >= max_len_B)
+        return GreedyState(s.step + 1, tokens_BxT, next_B, finished_B, cache)
+
+    init = GreedyState(
+        step=jnp.int32(0),
+        tokens_BxT=jnp.full((batch, steps), pad_id, jnp.int32),
+        last_B=_per_row(start_ids_B, batch, "start_ids"),
+        finished_B=max_len_B <= 0,
+        cache=cache,
+    )
+    return jax.lax.while_loop(cond, body, init).tokens_BxT
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling (temperature, top-k, top-p)
+# ---------------------------------------------------------------------------------------------
+
+
+def filter_logits(logits_NxV: jax.Array, *, temperature=1.0, top_k=0, top_p=1.0) -> jax.Array:
+    """HF's TemperatureLogitsWarper -> TopKLogitsWarper -> TopPLogitsWarper, in that order.
+
+    Scores divided by temperature (> 0); top_k > 0 keeps the tokens scoring at least the
+    k-th best (ties kept); top_p < 1 sorts ascending and drops every token whose cumulative
+    probability is <= 1 - top_p, keeping the last (best) one: the smallest set whose mass
+    reaches top_p. Dropped tokens get -inf. All three may be traced. logits: [N, V] f32.
+    """
+    vocab = logits_NxV.shape[-1]
+    scores_NxV = logits_NxV.astype(jnp.float32) / jnp.asarray(temperature, jnp.float32)
+    top_k = jnp.asarray(top_k, jnp.int32)
+    kth_N = jnp.sort(scores_NxV, axis=-1)[:, ::-1][:, jnp.clip(top_k, 1, vocab) - 1]
+    scores_NxV = jnp.where((top_k > 0) & (scores_NxV < kth_N[:, None]), -jnp.inf, scores_NxV)
+    order_NxV = jnp.argsort(scores_NxV, axis=-1)  # ascending, as HF's sort
+    sorted_NxV = jnp.take_along_axis(scores_NxV, order_NxV, axis=-1)
+    cum_NxV = jnp.cumsum(jax.nn.softmax(sorted_NxV, axis=-1), axis=-1)
+    drop_sorted_NxV = (cum_NxV <= 1 - jnp.asarray(top_p, jnp.float32)).at[:, -1].set(False)
+    rows_N1 = jnp.arange(scores_NxV.shape[0])[:, None]
+    drop_NxV = jnp.zeros_like(drop_sorted_NxV).at[rows_N1, order_NxV].set(drop_sorted_NxV)
+    return jnp.where(drop_NxV, -jnp.inf, scores_NxV)
+
+
+def sample_search(
+    step_fn: StepFn,
+    cache,
+    *,
+    start_ids_B,
+    max_len,
+    rng: jax.Array,
+    eos_id: int,
+    pad_id: int,
+    temperature: float | jax.Array = 1.0,
+    top_k: int | jax.Array = 0,
+    top_p: float | jax.Array = 1.0,
+    max_steps: int | None = None,
+) -> jax.Array:
+    """Ancestral sampling, HF `generate(do_sample=True, temperature, top_k, top_p)` semantics.
+
+    Each step draws from softmax(`filter_logits`(logits)) with key fold_in(rng, step); a
+    temperature of 0 takes the argmax instead (greedy_search's tokens). Other arguments and
+    the result as `greedy_search`: tokens [B, T] int32, the tokens after the start token,
+    pad after EOS. HF's defaults differ: its generation config defaults top_k to 50.
+    """
+    batch = _batch_size(cache, start_ids_B)
+    _check_cache(cache, batch)
+    steps = _static_steps(max_len, max_steps)
+    max_len_B = _per_row(max_len, batch, "max_len")
+    temperature = jnp.asarray(temperature, jnp.float32)
+    greedy = temperature <= 0
+    safe_temperature = jnp.where(greedy, 1.0, temperature)
+
+    def cond(s: GreedyState):
+        return (s.step < steps) & ~jnp.all(s.finished_B)
+
+    def body(s: GreedyState) -> GreedyState:
+        logits_BxV, cache = step_fn(s.last_B, s.cache)
+        logits_BxV = logits_BxV.astype(jnp.float32)
+        scores_BxV = filter_logits(
+            logits_BxV, temperature=safe_temperature, top_k=top_k, top_p=top_p
+        )
+        drawn_B = jax.random.categorical(jax.random.fold_in(rng, s.step), scores_BxV, axis=-1)
+        next_B = jnp.where(greedy, jnp.argmax(logits_BxV, axis=-1), drawn_B).astype(jnp.int32)
         next_B = jnp.where(s.finished_B, pad_id, next_B)
         tokens_BxT = jax.lax.dynamic_update_slice(s.tokens_BxT, next_B[:, None], (0, s.step))
         finished_B = s.finished_B | (next_B == eos_id) | (s.step + 1 >= max_len_B)
