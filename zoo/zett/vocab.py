@@ -65,7 +65,12 @@ def model_only_processor(tok: MBartTokenizer) -> spm.SentencePieceProcessor:
     merges) on exactly those characters: no NFKC, no dummy prefix, no whitespace handling, "▁"
     kept verbatim ("▁Haus" -> pieces concatenating to "▁Haus"; "haus" -> no leading "▁").
     """
-    proto = _parse(tok.processor.serialized_model_proto())
+    return identity_processor(tok.processor.serialized_model_proto())
+
+
+def identity_processor(serialized_model: bytes) -> spm.SentencePieceProcessor:
+    """`model_only_processor` for any serialized sentencepiece model (any id layout)."""
+    proto = _parse(serialized_model)
     spec = proto.normalizer_spec
     spec.name = "identity"
     spec.precompiled_charsmap = b""
@@ -370,7 +375,8 @@ def load_target_model_proto(path: str) -> bytes:
     pre-tokenizer Metaspace("▁") optionally after WhitespaceSplit, or the Llama-style
     normalizers Prepend("▁") + Replace(" ", "▁"); normalizers Precompiled (its charsmap is
     sentencepiece's own format), NFKC (spm's builtin nfkc table), Strip / Replace(" {2,}", " ")
-    (as spm's remove_extra_whitespaces). Byte-level (GPT-2 style) tokenizers are rejected.
+    (as spm's remove_extra_whitespaces). Byte-level (GPT-2 style) tokenizers are rejected
+    (decoder-only LM tokenizers: zoo.zett.bytelevel).
     Known differences from the tokenizers library: text that starts with whitespace gets one
     more "▁" from spm's dummy prefix than from Metaspace (unless whitespace is stripped);
     non-special added tokens become USER_DEFINED pieces, matched after normalization.
@@ -445,7 +451,10 @@ def _normalizer_spec(cfg: dict, file: Path) -> model_pb2.NormalizerSpec:
         if any(n.get("type") == "ByteLevel" for n in _walk(cfg.get(part))):
             raise ValueError(
                 f"{file}: byte-level BPE tokenizers (GPT-2 style, ByteLevel {part}) are not "
-                "supported; pass a sentencepiece .model (or a Metaspace tokenizer.json) instead"
+                "supported for mBART; pass a sentencepiece .model (or a Metaspace "
+                "tokenizer.json) instead. Decoder-only LM tokenizers (GPT-2 / Llama-3 / Qwen2) "
+                "load with zoo.zett.bytelevel.TokenVocab.from_file and decompose with "
+                "zoo.zett.bytelevel.ByteDecomposer"
             )
     spec = model_pb2.NormalizerSpec(name="identity")
     spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = False
