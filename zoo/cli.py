@@ -1,4 +1,5 @@
-"""`zoo train | compile | convert | translate | transfer | spm | denovo | calibrate | plot`."""
+"""`zoo train | compile | convert | translate | generate | transfer | spm | denovo | calibrate |
+plot`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import os
 import sys
 
 from zoo import tasks
+from zoo.lm.convert import main as convert_lm
+from zoo.lm.generate import GenerateOptions
+from zoo.lm.generate import main as generate
 from zoo.mbart.convert import main as convert_mbart
 from zoo.mbart.tokenizer import main as spm
 from zoo.mbart.translate import TranslateOptions
@@ -23,7 +27,7 @@ from zoo.zett.transfer import METHODS as TRANSFER_METHODS
 from zoo.zett.transfer import main as transfer
 
 # `zoo convert FAMILY`: the converter each family name runs.
-CONVERTERS = {"mbart": convert_mbart, "casanovo": convert_casanovo}
+CONVERTERS = {"mbart": convert_mbart, "casanovo": convert_casanovo, "lm": convert_lm}
 
 # Commands that take `--config.key=value` overrides after their own flags.
 _TAKES_OVERRIDES = ("train", "compile")
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "src",
         help="mbart: transformers dir, fairseq model.pt, or a Hub name (network); "
-        "casanovo: a Casanovo 5 .ckpt",
+        "casanovo: a Casanovo 5 .ckpt; lm: a transformers Llama / Mistral / Qwen2 dir",
     )
     p.add_argument("out", help="output directory (must not hold a model already)")
     p.add_argument("--spm", help="sentencepiece model (default: found beside SRC)")
@@ -84,6 +88,27 @@ def _parser() -> argparse.ArgumentParser:
         "--diversity", type=float, default=t.diversity, help="Hamming diversity strength"
     )
     p.set_defaults(func=translate)
+
+    g = GenerateOptions()
+    p = sub.add_parser(
+        "generate",
+        help="continue prompts (stdin, one per line) with a decoder-only LM, streaming",
+    )
+    p.add_argument(
+        "--checkpoint", required=True,
+        help="transformers Llama/Mistral/Qwen2 dir, zoo lm model dir or `zoo train` workdir",
+    )  # fmt: skip
+    p.add_argument("--tokenizer", help="tokenizer.json (default: the one in --checkpoint)")
+    p.add_argument("--max-new-tokens", type=int, default=g.max_new_tokens)
+    p.add_argument(
+        "--temperature", type=float, default=g.temperature, help="0: greedy; > 0: sampling"
+    )
+    p.add_argument("--top-k", type=int, default=g.top_k, help="sampling: k best tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=g.top_p, help="sampling: nucleus mass")
+    p.add_argument("--beam", type=int, default=g.beam, help="> 1: beam search (printed at end)")
+    p.add_argument("--length-penalty", type=float, default=g.length_penalty)
+    p.add_argument("--seed", type=int, default=g.seed, help="sampling's PRNG seed")
+    p.set_defaults(func=generate)
 
     p = sub.add_parser(
         "transfer", help="switch a model to a new tokenizer (ZeTT hypernetwork, FVT or lexical)"

@@ -6,7 +6,8 @@ SwiGLU MLP (Shazeer 2020). Mistral adds a sliding attention window, Qwen2 q/k/v 
 
 Public face:
   LMConfig (to_dict / from_dict / validate), LM (the module), count_flops, and for cached
-  decoding the pure functions `prefill` / `decode_step` (zoo.decode's searches call them).
+  decoding the pure functions `init_cache` / `prefill` / `decode_step` (zoo.decode's
+  searches call decode_step).
 
     logits = model.apply({"params": p}, input_ids, attention_mask)   # [B, L, vocab] f32
     last_BxV, cache = prefill(model, p, input_ids, attention_mask, max_length)
@@ -469,35 +470,47 @@ class LM(nn.Module):
             new_layers.append(layer_cache)
         return self._logits(h_BxQxD), tuple(new_layers)
 
-    def prefill(self, input_ids, attention_mask, max_length: int) -> tuple[jax.Array, dict]:
-        """Runs the prompt into a fresh cache of `max_length` slots (static).
+    def init_cache(self, attention_mask, max_length: int) -> dict:
+        """An empty cache of `max_length` slots (static) for a prompt with this mask [B, P]
+        whose tokens are still to be fed (P may be 0).
 
-        input_ids, attention_mask: [B, P] (left padding as transformers' generate; right
-        padding works too). Returns (logits [B, vocab] f32 at each row's last real token,
-        cache). Cache: `index` [B] int32 (next slot), `position` [B] int32 (next position id
-        = real tokens so far), `layers`: per layer k/v [B, kv_heads, max_length, head_size],
-        and under BEAM_SHARED `key_mask` [B, max_length] bool (False at prompt pads).
+        Cache: `index` [B] int32 (next slot), `position` [B] int32 (next position id = real
+        tokens fed so far), `layers`: per layer k/v [B, kv_heads, max_length, head_size], and
+        under BEAM_SHARED `key_mask` [B, max_length] bool (False at the prompt's pads).
         """
         c = self.config
-        batch, prompt_len = input_ids.shape
+        batch, prompt_len = attention_mask.shape
         if max_length < prompt_len:
             raise ValueError(
                 f"cache max_length={max_length} is shorter than the prompt ({prompt_len} "
                 "tokens); size it for prompt + new tokens"
             )
-        valid_BxP = attention_mask.astype(bool)
         zeros = jnp.zeros((batch, c.kv_heads, max_length, c.head_size), jnp.dtype(c.dtype))
         pad = jnp.ones((batch, max_length - prompt_len), bool)
-        cache = {
+        return {
             "index": jnp.zeros((batch,), jnp.int32),
-            "position": jnp.sum(valid_BxP, axis=1, dtype=jnp.int32),
+            "position": jnp.zeros((batch,), jnp.int32),
             "layers": tuple({"k": zeros, "v": zeros} for _ in range(c.num_layers)),
-            BEAM_SHARED: {"key_mask": jnp.concatenate([valid_BxP, pad], axis=1)},
+            BEAM_SHARED: {"key_mask": jnp.concatenate([attention_mask.astype(bool), pad], 1)},
         }
+
+    def prefill(self, input_ids, attention_mask, max_length: int) -> tuple[jax.Array, dict]:
+        """Runs the prompt into a fresh cache (`init_cache`) of `max_length` slots (static).
+
+        input_ids, attention_mask: [B, P], P >= 1 (left padding as transformers' generate;
+        right padding works too). Returns (logits [B, vocab] f32 at each row's last real
+        token, cache with index P and position = real tokens per row).
+        """
+        prompt_len = input_ids.shape[1]
+        valid_BxP = attention_mask.astype(bool)
+        cache = self.init_cache(valid_BxP, max_length)
         logits_BxPxV, new_layers = self._cached(cache, input_ids, default_positions(valid_BxP))
         last_B = jnp.max(jnp.where(valid_BxP, jnp.arange(prompt_len), 0), axis=1)
         logits_BxV = jnp.take_along_axis(logits_BxPxV, last_B[:, None, None], axis=1)[:, 0]
-        return logits_BxV, {**cache, "index": cache["index"] + prompt_len, "layers": new_layers}
+        return logits_BxV, {
+            **cache, "index": cache["index"] + prompt_len,
+            "position": jnp.sum(valid_BxP, axis=1, dtype=jnp.int32), "layers": new_layers,
+        }  # fmt: skip
 
     def decode_step(self, cache: dict, token_ids_B) -> tuple[jax.Array, dict]:
         """Feeds token_ids_B [B] at each row's next slot -> (logits [B, vocab] f32, cache).
@@ -523,6 +536,11 @@ def prefill(model: LM, params: Any, input_ids, attention_mask, max_length: int):
     return model.apply(
         {"params": params}, input_ids, attention_mask, max_length, method=model.prefill
     )
+
+
+def init_cache(model: LM, params: Any, attention_mask, max_length: int) -> dict:
+    """`LM.init_cache` through apply: an empty cache for a prompt still to be fed."""
+    return model.apply({"params": params}, attention_mask, max_length, method=model.init_cache)
 
 
 def decode_step(model: LM, params: Any, cache: dict, token_ids_B):
