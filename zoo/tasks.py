@@ -11,6 +11,7 @@ from zoo.mbart.tasks import CsrTask, DenoisingTask, TranslationTask
 from zoo.peptide.task import DenovoTask
 from zoo.smoke.task import ReverseTask
 from zoo.train.task import Task
+from zoo.zett.lm_task import LMTokenizerTransferTask
 from zoo.zett.task import TokenizerTransferTask
 
 TASKS: dict[str, type[Task]] = {
@@ -23,6 +24,7 @@ TASKS: dict[str, type[Task]] = {
         DenovoTask,
         TokenizerTransferTask,
         CausalLMTask,
+        LMTokenizerTransferTask,
     )
 }
 

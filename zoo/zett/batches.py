@@ -66,7 +66,7 @@ class _BatchMaker:
             )
             tok = task.make_tokenizer(proto)
             self.fixed = (tok, task.decomposer().surface_matrix(tok))
-        self.source = task.decomposer().source_surface()
+        self.source = task.source_surface()
         self.identity_pool = np.flatnonzero(self.source.special_source < 0)
         self._window: collections.deque = collections.deque()
         self._counts = collections.Counter()

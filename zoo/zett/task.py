@@ -66,13 +66,7 @@ class TokenizerTransferTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        frozen = tuple(config.optim.get("frozen", ()) or ())
-        if "^base/" not in frozen or "scaler" not in frozen:
-            raise ValueError(
-                f"optim.frozen={list(frozen)}: the tokenizer_transfer task trains only the "
-                'hypernetwork; set --config.optim.frozen=\'("^base/", "scaler")\' (the base '
-                "model and the fitted scalers stay frozen)"
-            )
+        self._check_frozen(config)
         t = config.task
         self.base_config = base_translation_config(t)
         self.base_task = TranslationTask(self.base_config)
@@ -87,6 +81,15 @@ class TokenizerTransferTask(Task):
         self.hypernet_config = hypernet.HypernetConfig.from_dict(fields)
         self.hypernet = hypernet.Hypernet(self.hypernet_config)
         self._vocab_rows = None
+
+    def _check_frozen(self, config) -> None:
+        frozen = tuple(config.optim.get("frozen", ()) or ())
+        if "^base/" not in frozen or "scaler" not in frozen:
+            raise ValueError(
+                f"optim.frozen={list(frozen)}: the {self.name} task trains only the "
+                'hypernetwork; set --config.optim.frozen=\'("^base/", "scaler")\' (the base '
+                "model and the fitted scalers stay frozen)"
+            )
 
     # --- shapes ------------------------------------------------------------------
     @property
@@ -182,8 +185,7 @@ class TokenizerTransferTask(Task):
         modeldir.check_compatible(
             base_params, jax.eval_shape(lambda: params["base"]), self.config.task.base
         )
-        decomposer = self.decomposer()
-        source = decomposer.source_surface()
+        source = self.source_surface()
         anchors = self.anchor_ids(source)
         hn = hypernet.fit_scalers(
             self.hypernet,
@@ -302,6 +304,10 @@ class TokenizerTransferTask(Task):
         return MBartTokenizer(
             None, model_proto=model_proto, languages=src.languages, style=src.style
         )
+
+    def source_surface(self) -> vocab.SurfaceForms:
+        """Decompositions of the source's own vocabulary (the identity warm-up's rows)."""
+        return self.decomposer().source_surface()
 
     def sampler_template(self) -> MBartTokenizer:
         """The tokenizer whose normalizer the sampled tokenizers keep (the source's)."""

@@ -4,23 +4,33 @@ lexical initialisation; `zoo transfer`.
     zoo.zett.transfer("runs/mbart_demo/translation", "de.model", "runs/mbart_de",
                       method="hypernet", hypernet_dir="runs/zett_hn")
 
+    zoo.zett.transfer("runs/lm_demo", "de/tokenizer.json", "runs/lm_de",
+                      method="hypernet", hypernet_dir="runs/zett_lm_hn")    # a zoo.lm model
+
 The new embedding rows come from the new tokens' decompositions into the model's original
-tokens (`zoo.zett.vocab`); special tokens always keep their source rows. The result is a zoo
-model dir with the new tokenizer, which `zoo translate` and `train.init_from` read.
+tokens (`zoo.zett.vocab` for mBART's sentencepiece tokenizers, `zoo.zett.bytelevel` for an
+LM's tokenizer.json, both seen at byte level); special tokens always keep their source rows;
+an untied LM also gets new LM-head rows. The result is a zoo model dir with the new
+tokenizer, which `zoo translate` / `zoo generate` and `train.init_from` read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from zoo.io import modeldir
+from zoo.lm.model import LMConfig
+from zoo.lm.task import CausalLMTask
 from zoo.mbart.tasks import TranslationTask, translation_config
 from zoo.mbart.tokenizer import MBartTokenizer
 from zoo.zett import vocab
+from zoo.zett.bytelevel import ByteDecomposer, TokenVocab
 from zoo.zett.hypernet import (
     Hypernet,
     HypernetConfig,
@@ -28,6 +38,7 @@ from zoo.zett.hypernet import (
     lexical_embeddings,
     predict_embeddings,
 )
+from zoo.zett.lm_task import LMTokenizerTransferTask, base_lm
 from zoo.zett.task import TokenizerTransferTask
 
 METHODS = ("hypernet", "fvt", "lexical")
@@ -108,6 +119,139 @@ def transfer_embeddings(
     return new_e, new_b
 
 
+# --------------------------------------------------------------------------- decoder-only LMs
+
+
+def is_lm(checkpoint: str) -> bool:
+    """Whether `checkpoint` holds a zoo.lm model (model dir of family lm, or causal_lm run)."""
+    if modeldir.is_model_dir(checkpoint):
+        return modeldir.read_meta(checkpoint)["family"] == "lm"
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("task", {}).get("name") == CausalLMTask.name
+    except (ValueError, AttributeError):
+        return False
+
+
+def lm_transfer_embeddings(
+    method: str,
+    source: TokenVocab,
+    target: TokenVocab,
+    embedding: np.ndarray,
+    output: np.ndarray | None,
+    *,
+    hypernet=None,
+    chunk: int = 16384,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input embedding [V_target, D], output rows [V_target, D] or None for a tied model)
+    for `target`, by "hypernet" (hypernet=(module, params)), "fvt" or "lexical"; special
+    tokens take the source rows of the same role exactly."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; use one of {METHODS}")
+    max_len = hypernet[0].config.max_len if method == "hypernet" and hypernet else 7
+    decomposer = ByteDecomposer(source, max_len)
+    special = decomposer.special_source(target)
+    tables = [np.asarray(embedding, np.float32)]
+    if output is not None:
+        tables.append(np.asarray(output, np.float32))
+    unk = source.roles.get("unk", decomposer.pad_id)
+    if method == "lexical":
+        index = {b: i for i, b in enumerate(source.token_bytes) if b}
+        exact = np.asarray([index.get(b, -1) if b else -1 for b in target.token_bytes], np.int64)
+        new = [lexical_embeddings(t, exact, unk_id=unk) for t in tables]
+    elif method == "fvt":
+        decs = decomposer.decompositions(target)
+        new = [fvt_embeddings(t, decs, unk_id=unk) for t in tables]
+    else:
+        if hypernet is None:
+            raise ValueError("method='hypernet' needs the hypernetwork (--hypernet HN_DIR)")
+        model, params = hypernet
+        forms = decomposer.surface_matrix(target)
+        out = predict_embeddings(model, params, forms.ids, *tables, chunk=chunk)
+        new = [out["in"]] + ([out["out"]] if output is not None else [])
+    keep = special >= 0
+    new = [
+        np.where(keep[:, None], t[np.maximum(special, 0)], n.astype(np.float32))
+        for n, t in zip(new, tables)
+    ]
+    return new[0], (new[1] if output is not None else None)
+
+
+def load_lm_hypernet(hn_dir: str, source: TokenVocab, config: LMConfig):
+    """(Hypernet, params) from a `zoo train` workdir of the lm_tokenizer_transfer task."""
+    c = modeldir.read_run_config(hn_dir, [LMTokenizerTransferTask.name], "--hypernet")
+    fields = dict(c.model.to_dict())
+    fields.update(
+        source_vocab_size=config.vocab_size,
+        embed_dim=config.hidden_size,
+        pad_id=ByteDecomposer(source).pad_id,
+        separate_out=not config.tie_word_embeddings,
+        predict_bias=False,
+    )
+    params = modeldir.load_params(hn_dir)["hypernet"]
+    return Hypernet(HypernetConfig.from_dict(fields)), params
+
+
+def transfer_lm(
+    checkpoint: str,
+    tokenizer: str,
+    out: str,
+    *,
+    method: str = "hypernet",
+    hypernet_dir: str | None = None,
+) -> str:
+    """A zoo.lm model dir at `out` that uses `tokenizer` (a tokenizer.json), with embeddings
+    (and untied LM-head rows) from `method`. `checkpoint`: an lm model dir or a causal_lm
+    workdir. Returns `out`."""
+    config, source_path = base_lm(checkpoint)
+    with open(tokenizer, "rb") as f:
+        is_json = f.read(256).lstrip()[:1] == b"{"
+    if not is_json:
+        raise ValueError(
+            f"--tokenizer {tokenizer}: an LM's new tokenizer must be a tokenizer.json "
+            "(`zoo generate` reads it with the tokenizers library)"
+        )
+    source, target = TokenVocab.from_file(source_path), TokenVocab.from_file(tokenizer)
+    params = jax.device_get(modeldir.load_params(checkpoint))
+    embedding = np.asarray(params["embed_tokens"]["embedding"])
+    output = None if config.tie_word_embeddings else np.asarray(params["lm_head"]["kernel"]).T
+    hn = None
+    if method == "hypernet":
+        if not hypernet_dir:
+            raise ValueError(
+                "--method hypernet needs --hypernet HN_DIR (an lm_tokenizer_transfer workdir)"
+            )
+        hn = load_lm_hypernet(hypernet_dir, source, config)
+    new_e, new_o = lm_transfer_embeddings(method, source, target, embedding, output, hypernet=hn)
+    params = dict(params)
+    params["embed_tokens"] = {"embedding": new_e}
+    if new_o is not None:
+        params["lm_head"] = {"kernel": np.ascontiguousarray(new_o.T)}
+    roles = target.roles
+    new_config = dataclasses.replace(
+        config,
+        vocab_size=target.vocab_size,
+        bos_token_id=roles.get("bos"),
+        eos_token_id=roles.get("eos"),
+        pad_token_id=roles.get("pad"),
+    )
+    modeldir.save(
+        out,
+        family="lm",
+        config=new_config.to_dict(),
+        params=params,
+        tokenizer={
+            "file": "tokenizer.json",
+            "transferred_from": os.path.abspath(checkpoint),
+            "method": method,
+        },
+        files={"tokenizer.json": tokenizer},
+    )
+    return out
+
+
 def transfer(
     checkpoint: str,
     tokenizer: str,
@@ -169,7 +313,7 @@ def main(args) -> int:
     for flag, path in (("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer)):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{flag} {path} does not exist")
-    out = transfer(
+    out = (transfer_lm if is_lm(args.checkpoint) else transfer)(
         args.checkpoint,
         args.tokenizer,
         args.out,
@@ -178,6 +322,7 @@ def main(args) -> int:
     )
     print(
         f"zoo: wrote {out} ({args.method} embeddings for {args.tokenizer}); use it with "
-        f"`zoo translate --checkpoint {out}` or --config.train.init_from={out}"
+        f"`zoo {'generate' if is_lm(args.checkpoint) else 'translate'} --checkpoint {out}` "
+        f"or --config.train.init_from={out}"
     )
     return 0

@@ -1,0 +1,77 @@
+"""ZeTT on a decoder-only LM: a hypernetwork trained with the causal-LM objective (ZeTT's main
+setting) on tokenizers sampled every step, for a frozen `zoo.lm` model.
+
+Variants: tiny (tests: a few steps; set task.base), demo (this CPU). The base is a
+`causal_lm` workdir (e.g. `zoo train --config recipes/lm.py:demo --workdir runs/lm_demo`) or a
+`zoo convert lm` dir of a real Llama / Mistral / Qwen2 checkpoint (untied models get their
+LM-head rows predicted too).
+
+  zoo train --config recipes/zett_lm.py:demo --workdir runs/zett_lm_hn \\
+      --config.task.base=runs/lm_demo
+  zoo transfer --checkpoint runs/lm_demo --tokenizer de/tokenizer.json \\
+      --out runs/lm_de --method hypernet --hypernet runs/zett_lm_hn
+  echo "Datei" | zoo generate --checkpoint runs/lm_de
+"""
+
+import common
+import ml_collections
+
+
+def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
+    if variant not in ("tiny", "demo"):
+        raise ValueError(f"zett_lm variant {variant!r}; use tiny or demo")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    text = common.lm_task(vocab_size=0)  # where the text comes from: the LM task's keys
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "lm_tokenizer_transfer"
+    c.task.base = "runs/lm_demo"  # frozen base: `zoo convert lm` dir or causal_lm workdir
+    for key in ("corpus", "text_langs", "locale_dir", "train_files", "validation_files",
+                "data_dir"):
+        c.task[key] = text[key]  # the text the tokenizers are sampled from and the loss runs on
+    c.task.target_tokenizer = ""  # "" = sample a tokenizer every step; a path = fixed target
+    c.task.sample_vocab_size = 2000  # sentencepiece pieces of each sampled UnigramLM tokenizer
+    c.task.sample_window = 16  # batches whose substring counts the sampler reads (ZeTT: 16)
+    c.task.noise_std = -1.0  # sampler noise; -1 = ZeTT's sigma ~ LogNormal(ln 1e-5, 4) per step
+    c.task.max_substring_len = 15  # longest substring counted (characters)
+    c.task.aux_weight = 0.5  # auxiliary loss: one-piece tokens' predictions vs source rows
+    c.task.identity_steps = 30  # identity warm-up steps (ZeTT: 10k of 200k)
+    c.task.identity_tokens = 1024  # source tokens per warm-up step (ZeTT: 16384)
+    c.task.anchor_tokens = 2048  # source tokens the output scalers are fitted on
+
+    c.model = ml_collections.ConfigDict()  # zoo.zett.hypernet.HypernetConfig (sizes: the base's)
+    c.model.hidden_dim = 0  # 0 = the base model's hidden size
+    c.model.num_layers = 3
+    c.model.num_heads = 0  # 0 = hidden // 64
+    c.model.mlp_dim = 0  # 0 = 2 * hidden
+    c.model.max_len = 7  # source pieces per token
+    c.model.num_fallback = 256  # learned rows for bytes the source vocabulary lacks
+    c.model.dtype = "float32"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.mode = "pad"  # fixed [batch, max_length] rows of `[bos] text [eos]` (truncated)
+    c.data.global_batch_size = 32
+    c.data.max_length = 64
+
+    c.mesh = common.mesh()
+    c.optim = common.optim(
+        learning_rate=1e-3, warmup_steps=30, end_learning_rate_ratio=0.1, b2=0.95, eps=1e-8,
+        frozen=("^base/", "scaler"),  # the base model and the fitted scalers never train
+    )  # fmt: skip
+    c.train = common.train(num_steps=300)
+    c.eval = common.evaluation(every_steps=300, num_batches=8)
+    c.checkpoint = common.checkpoint(every_steps=300, keep_last=1, async_save=False)
+
+    if variant == "tiny":
+        c.task.sample_vocab_size = 300
+        c.task.identity_steps = 2
+        c.task.anchor_tokens = 256
+        c.model.num_layers = 1
+        c.data.global_batch_size = 8
+        c.data.max_length = 32
+        c.optim.warmup_steps = 2
+        c.train.update(num_steps=4, log_every=1, progress_bar=False)
+        c.eval.update(every_steps=4, num_batches=2)
+        c.checkpoint.every_steps = 4
+    return c
