@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sentencepiece as spm
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from zoo.zett import vocab as vt
 from zoo.zett.bytelevel import ByteDecomposer, TokenVocab, bytes_to_unicode, unicode_to_bytes
@@ -289,3 +290,21 @@ def test_unsupported_files_are_refused_with_the_accepted_formats(tmp_path):
         TokenVocab.from_file(str(text))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         TokenVocab.from_file(str(tmp_path / "missing.json"))
+
+
+def test_bytes_a_source_cannot_spell_go_to_fallback_rows_and_added_tokens_to_their_text(tmp_path):
+    vocab = {c: i for i, c in enumerate("Ġabcd")} | {"Ġa": 5}  # no "Ã", no "<", no unk
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "a")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_tokens([AddedToken("<x>", special=False)])
+    tok.add_special_tokens(["</s>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    v = TokenVocab.from_file(str(tmp_path / "tokenizer.json"))
+    assert v.token_bytes == (b" ", b"a", b"b", b"c", b"d", b" a", b"<x>", None)
+    assert v.roles == {"eos": 7}
+    dec = ByteDecomposer(v)
+    assert dec.decompose_bytes(b" ab") == [5, 2]
+    assert dec.decompose_bytes("aü".encode()) == [1, 8 + 0xC3, 8 + 0xBC]  # dropped by BPE
+    assert dec.decompose_bytes(b"<x>") == [6]  # a non-special added token: its text
+    assert dec.pad_id == 7  # no pad: eos

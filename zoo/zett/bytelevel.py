@@ -358,10 +358,11 @@ class ByteDecomposer:
     not part of a complete UTF-8 character (a partial-character target token) go to the
     source's "<0xNN>" pieces, else to fallback rows source.vocab_size + byte. Then only the
     source's model runs on that surface (ZeTT: `hn_tokenizer._tokenizer.model.tokenize`);
-    spans it cannot spell (unk, or dropped by a BPE without unk) become their bytes the same
-    way. A surface that is exactly one non-special source token decomposes to that token (BPE
-    merges cannot always rebuild a token from its own string; exact matches are what FVT and
-    the lexical baseline copy), so a tokenizer decomposed onto itself gives one piece per token.
+    spans it cannot spell become their bytes the same way (unk spans; when a BPE without unk
+    drops characters, the surface is retried character by character). A surface that is
+    exactly one non-special source token decomposes to that token (BPE merges cannot always
+    rebuild a token from its own string; exact matches are what FVT and the lexical baseline
+    copy), so a tokenizer decomposed onto itself gives one piece per token.
 
     pad_id: the source's pad, else its eos (ZeTT's convention for Mistral / TinyLlama), else 0;
     pass it as HypernetConfig.pad_id. Decompositions are cached per byte string, so the
