@@ -280,10 +280,12 @@ def run(
     tokenizer: tokenizers.Tokenizer,
     lines: Iterable[str],
     options: GenerateOptions,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
-    """Generates for each prompt line and writes its continuation + newline to `out`."""
+    """Generates for each prompt line and writes its continuation + newline to `out`
+    (default: sys.stdout)."""
     options.check()
+    out = sys.stdout if out is None else out
     params = jax.tree.map(jnp.asarray, params)
     for line in lines:
         ids = _prompt_ids(tokenizer, line.rstrip("\r\n"), model.config)
