@@ -205,7 +205,7 @@ def stream(
     model: lm.LM, params: Any, prompt_ids: list[int], options: GenerateOptions
 ) -> Iterable[int]:
     """Yields the new token ids of one prompt as they are chosen (greedy or sampling),
-    stopping after the config's EOS (yielded) or options.max_new_tokens tokens."""
+    stopping at the config's EOS (not yielded) or after options.max_new_tokens tokens."""
     eos, _ = _special_ids(model.config, None, None)
     ids = jnp.asarray([prompt_ids], jnp.int32)
     cache, token_B = _stream_start(
@@ -218,9 +218,9 @@ def stream(
             options.top_p, model=model, greedy=options.method == "greedy",
         )  # fmt: skip
         token = int(token_B[0])
-        yield token
         if token == eos:
             return
+        yield token
 
 
 class TextStream:
