@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 import zoo.lm
 from zoo.io.weights import read_safetensors, read_transformers_weights
 from zoo.lm.convert import config_from_hf, convert, read_hf, save_hf
+from zoo.lm.generate import find_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "lm")
 VARIANTS = ("llama3_gqa", "llama_linear", "mistral_window", "qwen2_tied")
@@ -139,12 +140,15 @@ def test_load_reads_transformers_dirs_zoo_model_dirs_and_train_workdirs(tmp_path
 
     workdir = tmp_path / "run"
     (workdir / "checkpoints" / "3").mkdir(parents=True)
-    fields = {**model.config.to_dict(), "vocab_size": 0}  # 0: read off the params
-    (workdir / "config.json").write_text(json.dumps({"task": {"name": "lm"}, "model": fields}))
+    # A recipe's 0s: vocab_size read off the params, head_dim / sliding_window None.
+    fields = {**model.config.to_dict(), "vocab_size": 0, "head_dim": 0, "sliding_window": 0}
+    run = {"task": {"name": "causal_lm", "tokenizer": src}, "model": fields}
+    (workdir / "config.json").write_text(json.dumps(run))
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(workdir / "checkpoints" / "3" / "state", {"params": params, "step": 3})
     model3, params3 = zoo.lm.load(workdir)
     assert model3.config == model.config
     same_params(params, params3)
+    assert find_tokenizer(str(workdir)).get_vocab_size() == 300  # the recipe's task.tokenizer
     with pytest.raises(FileExistsError):
         convert(src, out)

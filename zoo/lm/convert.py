@@ -38,7 +38,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 # `zoo train` task names whose workdirs `load` accepts (zoo/lm/task.py's).
-TRAIN_TASKS = ("lm",)
+TRAIN_TASKS = ("causal_lm",)
 _FITS_FIX = "convert the checkpoint again with `zoo convert lm`"
 
 
@@ -374,7 +374,8 @@ def save_hf(
         json.dump(index, f, indent=2, sort_keys=True)
 
 
-def _is_workdir(src: str) -> bool:
+def is_workdir(src: str) -> bool:
+    """Whether `src` looks like a `zoo train` workdir (config.json and checkpoints/)."""
     return os.path.isdir(os.path.join(src, "checkpoints")) and os.path.isfile(
         os.path.join(src, "config.json")
     )
@@ -389,12 +390,15 @@ def load_config_and_params(src: str | os.PathLike) -> tuple[LMConfig, dict[str, 
             raise ValueError(f"{src} holds a {meta['family']} model, not lm")
         config = LMConfig.from_dict(meta["config"])
         params = modeldir.load_params(src)
-    elif _is_workdir(src):
-        run = modeldir.read_run_config(src, TRAIN_TASKS, "load")
+    elif is_workdir(src):
+        run = modeldir.read_run_config(src, TRAIN_TASKS, "--checkpoint")
         fields = run.model.to_dict()
         params = modeldir.load_params(src)
         if not fields.get("vocab_size"):  # 0 in a recipe = the tokenizer's: read it off the params
             fields["vocab_size"] = int(np.shape(params["embed_tokens"]["embedding"])[0])
+        for key in ("head_dim", "sliding_window", "num_kv_heads"):  # a recipe's 0 = None
+            if fields.get(key) == 0:
+                fields[key] = None
         config = LMConfig.from_dict(fields)
     else:
         return read_hf(src)

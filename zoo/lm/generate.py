@@ -32,6 +32,7 @@ import tokenizers
 
 from zoo.decode import beam_search, filter_logits, greedy_search, sample_search
 from zoo.decode.search import compiler_options
+from zoo.io import modeldir
 from zoo.lm import convert
 from zoo.lm import model as lm
 
@@ -246,9 +247,16 @@ class TextStream:
 
 
 def find_tokenizer(checkpoint: str, tokenizer: str | None = None) -> tokenizers.Tokenizer:
+    """`tokenizer`, else CHECKPOINT/tokenizer.json, else (a `zoo train` workdir) the
+    tokenizer.json its recipe's task.tokenizer names."""
     path = tokenizer or os.path.join(checkpoint, "tokenizer.json")
+    if not tokenizer and not os.path.isfile(path) and convert.is_workdir(checkpoint):
+        run = modeldir.read_run_config(checkpoint, convert.TRAIN_TASKS, "--checkpoint")
+        named = os.path.expanduser(run.task.get("tokenizer") or "")
+        if named:
+            path = os.path.join(named, "tokenizer.json") if os.path.isdir(named) else named
     if not os.path.isfile(path):
-        where = f"--tokenizer {tokenizer}" if tokenizer else f"{checkpoint}"
+        where = f"--tokenizer {tokenizer}" if tokenizer else f"--checkpoint {checkpoint}"
         raise FileNotFoundError(
             f"{where}: no tokenizer.json ({path} is missing); `zoo generate` tokenizes with a "
             "transformers tokenizer.json: pass --tokenizer FILE, or convert a checkpoint that "
