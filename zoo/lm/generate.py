@@ -35,6 +35,7 @@ from zoo.decode.search import compiler_options
 from zoo.io import modeldir
 from zoo.lm import convert
 from zoo.lm import model as lm
+from zoo.lm.task import CausalLMTask
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -248,13 +249,18 @@ class TextStream:
 
 def find_tokenizer(checkpoint: str, tokenizer: str | None = None) -> tokenizers.Tokenizer:
     """`tokenizer`, else CHECKPOINT/tokenizer.json, else (a `zoo train` workdir) the
-    tokenizer.json its recipe's task.tokenizer names."""
+    tokenizer.json its recipe's task.tokenizer names, or the byte-level BPE its causal_lm
+    task trained on the corpus."""
     path = tokenizer or os.path.join(checkpoint, "tokenizer.json")
     if not tokenizer and not os.path.isfile(path) and convert.is_workdir(checkpoint):
         run = modeldir.read_run_config(checkpoint, convert.TRAIN_TASKS, "--checkpoint")
         named = os.path.expanduser(run.task.get("tokenizer") or "")
         if named:
             path = os.path.join(named, "tokenizer.json") if os.path.isdir(named) else named
+        elif run.task.name == CausalLMTask.name:  # the BPE its task trained (cached, or again)
+            task = CausalLMTask(run)
+            task.tokenizer()
+            path = task.tokenizer_path
     if not os.path.isfile(path):
         where = f"--tokenizer {tokenizer}" if tokenizer else f"--checkpoint {checkpoint}"
         raise FileNotFoundError(

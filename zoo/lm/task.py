@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from zoo.data import gettext, pipeline, plans
 from zoo.data.sources import scan_shared
@@ -78,7 +78,8 @@ def special_id(tok: tokenizers.Tokenizer, names: Sequence[str]) -> int | None:
 
 
 def train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tokenizers.Tokenizer:
-    """A GPT-2 style byte-level BPE on `texts` with <s>, </s>, <pad> at ids 0, 1, 2."""
+    """A GPT-2 style byte-level BPE on `texts` with <s>, </s>, <pad> at ids 0, 1, 2; its
+    post-processor puts <s> first (as the causal_lm task's documents start)."""
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -89,6 +90,10 @@ def train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tokenizers.Tok
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    # encode(text) gives `<s> text` as the model saw it in training (prompts of `zoo generate`)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     return tok
 
 
@@ -235,7 +240,7 @@ class CausalLMTask(Task):
                 digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
                 path = os.path.join(
                     os.path.expanduser(t.data_dir), "lm_tokenizers",
-                    f"bytelevel_bpe{t.vocab_size}_{digest}.json",
+                    f"bytelevel_bpe{t.vocab_size}_bos_{digest}.json",
                 )  # fmt: skip
                 if not os.path.exists(path):
                     logging.info("training a byte-level BPE of %d ids -> %s", t.vocab_size, path)
