@@ -19,7 +19,10 @@ from __future__ import annotations
 import ast
 import functools
 import itertools
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -201,3 +204,17 @@ def test_a_family_may_import_a_family_it_builds_on():
         violations(with_module("zoo.zett.ok", "from zoo.mbart.tasks import TranslationTask\n"))
         == []
     )
+
+
+def test_importing_the_cli_starts_no_jax_backend():
+    """A multi-process run calls jax.distributed.initialize() after importing zoo.cli, which
+    JAX refuses once a backend exists: no module may touch devices at import time (e.g. a
+    jit decorator whose options ask for jax.default_backend())."""
+    code = (
+        "import zoo.cli\n"
+        "from jax._src import xla_bridge\n"
+        "assert not xla_bridge.backends_are_initialized(), 'a backend started at import'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]

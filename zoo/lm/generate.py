@@ -100,11 +100,6 @@ def _start(model: lm.LM, params, input_ids, attention_mask, max_new_tokens: int)
     return cache, input_ids[:, -1]
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("model", "method", "max_new_tokens", "num_beams", "early_stopping"),
-    compiler_options=compiler_options(),
-)
 def _search(
     params, input_ids, attention_mask, rng, temperature, top_k, top_p, length_penalty, eos_id,
     pad_id, *, model, method, max_new_tokens, num_beams, early_stopping,
@@ -124,6 +119,17 @@ def _search(
         early_stopping=early_stopping, **common,
     )  # fmt: skip
     return beams[:, 0], beams, scores
+
+
+@functools.cache
+def _jitted_search():
+    """_search under jit, built on first use: compiler_options() asks for the backend, which
+    must not start at import (a multi-process run initialises jax.distributed first)."""
+    return jax.jit(
+        _search,
+        static_argnames=("model", "method", "max_new_tokens", "num_beams", "early_stopping"),
+        compiler_options=compiler_options(),
+    )
 
 
 def _check_prompt(input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +179,7 @@ def generate(
         raise ValueError(f"method={method!r}; use one of {METHODS}")
     ids, mask = _check_prompt(input_ids, attention_mask)
     eos, pad = _special_ids(model.config, eos_id, pad_id)
-    tokens, beams, scores = _search(
+    tokens, beams, scores = _jitted_search()(
         params, ids, mask, jax.random.PRNGKey(seed), temperature, top_k, top_p, length_penalty,
         eos, pad, model=model, method=method, max_new_tokens=int(max_new_tokens),
         num_beams=int(num_beams) if method == "beam" else 1, early_stopping=early_stopping,
