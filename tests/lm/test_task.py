@@ -3,6 +3,7 @@ corpus settings are one clear error."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from zoo.io import modeldir
+from zoo.lm.convert import convert
 from zoo.lm.task import CausalLMTask, corpus_texts
+from zoo.train import loop
 from zoo.train.config import load as load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +98,30 @@ def test_bad_corpus_settings_are_clear(tmp_path):
 
 # `zoo train` of recipes/lm.py:tiny end to end: tests/zett/test_lm_transfer.py, whose fixture
 # trains that LM (the loss falls, evals run) before moving it to a new tokenizer.
+
+
+def test_continues_a_converted_checkpoint(tmp_path, text_files):
+    """`train.init_from` = a `zoo convert lm` dir: the task takes its shapes and tokenizer and
+    the loop starts from its weights (at learning rate 0 they stay exactly those)."""
+    ckpt = Path(convert(REPO / "tests" / "fixtures" / "lm" / "llama3_gqa", tmp_path / "ckpt"))
+    c = tiny_config(
+        tmp_path, corpus="files", train_files=str(text_files / "train.txt"),
+        validation_files=str(text_files / "valid.txt"),
+    )  # fmt: skip
+    c.train.init_from = str(ckpt)
+    c.optim.learning_rate = 0.0
+    c.train.num_steps = 3
+    c.eval.every_steps = 0
+    c.checkpoint.every_steps = 3
+    task = CausalLMTask(c)
+    assert task.tokenizer_path == str(ckpt / "tokenizer.json")
+    assert task.model_config.num_kv_heads == 2 and task.model_config.rope_scaling
+    summary = loop.train(c, str(tmp_path / "run"), task)
+    assert int(summary["state"].step) == 3
+    # learning rate 0: after 3 steps the weights must still be exactly the converted ones
+    got = jax.device_get(summary["state"].params)
+    want = modeldir.load_params(str(ckpt))
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert np.isfinite(json.loads(rows[-1])["loss"])

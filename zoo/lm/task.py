@@ -11,9 +11,9 @@ Every document becomes `[bos] tokens [eos]` (each when the tokenizer has it), cu
 of at most data.max_length tokens. The tokenizer is task.tokenizer (a `tokenizer.json`, read
 through the `tokenizers` library: byte-level BPE, Unigram, WordPiece...), or "" to train a
 byte-level BPE of task.vocab_size ids on the train split (cached in task.data_dir, keyed by
-the text's hash). From a converted checkpoint: `train.init_from=DIR` with
-`task.tokenizer=DIR/tokenizer.json` and the model block of DIR/model.json
-(`lm_config_from` below fills both).
+the text's hash). From a converted checkpoint, `train.init_from=DIR` (a `zoo convert lm`
+dir) is enough: the model is DIR's (the recipe's model block gives only dtype and remat) and
+so is the tokenizer (DIR/tokenizer.json) unless task.tokenizer names another.
 
 Batches (`data.mode`):
 - "pack" (the usual): several pieces per row: `tokens`, `tokens_segment_ids` (0 = padding)
@@ -32,7 +32,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
@@ -136,12 +135,19 @@ def corpus_texts(task_config, split: str) -> list[str]:
     raise ValueError(f"task.corpus={t.corpus!r}; use 'gettext' or 'files'")
 
 
-def lm_config_from(checkpoint: str) -> ml_collections.ConfigDict:
-    """The model block of a `zoo convert lm` dir (for recipes that start from a checkpoint)."""
-    meta = modeldir.read_meta(checkpoint)
+def checkpoint_model(config) -> tuple[dict, str] | None:
+    """(model fields, tokenizer.json path) of config.train.init_from when it is a zoo lm model
+    dir (what `zoo convert lm` writes), else None."""
+    source = os.path.expanduser(config.train.get("init_from", "") or "")
+    if not source or not modeldir.is_model_dir(source):
+        return None
+    meta = modeldir.read_meta(source)
     if meta["family"] != "lm":
-        raise ValueError(f"{checkpoint} holds a {meta['family']} model, not an lm")
-    return ml_collections.ConfigDict(meta["config"])
+        raise ValueError(
+            f"--config.train.init_from={source} holds a {meta['family']} model, not an lm "
+            "(convert a transformers Llama / Mistral / Qwen2 dir with `zoo convert lm`)"
+        )
+    return dict(meta["config"]), os.path.join(source, "tokenizer.json")
 
 
 class CausalLMTask(Task):
@@ -152,6 +158,11 @@ class CausalLMTask(Task):
         self._tokenizer: tokenizers.Tokenizer | None = None
         self._sources: dict[str, list[dict[str, np.ndarray]]] = {}
         fields = config.model.to_dict()
+        self._checkpoint_tokenizer = ""
+        pretrained = checkpoint_model(config)
+        if pretrained is not None:  # the converted model's shapes, the recipe's dtype and remat
+            fields = {**pretrained[0], "dtype": fields["dtype"], "remat": fields["remat"]}
+            self._checkpoint_tokenizer = pretrained[1]
         if fields.get("vocab_size", 0) == 0:  # 0 = the tokenizer's vocabulary
             fields["vocab_size"] = self.tokenizer().get_vocab_size()
         for key in ("head_dim", "sliding_window", "num_kv_heads"):  # the recipe's 0 = off
@@ -231,8 +242,8 @@ class CausalLMTask(Task):
         """task.tokenizer, or a byte-level BPE trained on the train split (cached)."""
         if self._tokenizer is None:
             t = self.config.task
-            if t.tokenizer:
-                path = os.path.expanduser(t.tokenizer)
+            if t.tokenizer or self._checkpoint_tokenizer:
+                path = os.path.expanduser(t.tokenizer or self._checkpoint_tokenizer)
                 if os.path.isdir(path):
                     path = os.path.join(path, "tokenizer.json")
             else:
@@ -250,8 +261,14 @@ class CausalLMTask(Task):
                     tok.save(tmp)
                     os.replace(tmp, path)
             self._tokenizer = load_tokenizer(path)
-            self.tokenizer_path = path  # the tokenizer.json to ship beside a trained model
+            self._tokenizer_path = path
         return self._tokenizer
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The tokenizer.json in use (to ship beside a trained model)."""
+        self.tokenizer()
+        return self._tokenizer_path
 
     def prepare_data(self) -> None:
         self.tokenizer()

@@ -100,11 +100,11 @@ def _alphabet(cfg: dict, file: Path) -> str:
     )
 
 
-def _config_roles(file: Path, lookup) -> dict[str, int | None]:
+def _config_roles(file: Path | None, lookup) -> dict[str, int | None]:
     """Roles named in tokenizer_config.json beside file: role -> id, or None where the config
     sets the role to null; roles the config does not mention are absent."""
-    config = file.parent / "tokenizer_config.json"
-    if not config.is_file():
+    config = None if file is None else file.parent / "tokenizer_config.json"
+    if config is None or not config.is_file():
         return {}
     cfg = json.loads(config.read_text(encoding="utf-8"))
     roles: dict[str, int | None] = {}
@@ -237,7 +237,13 @@ class TokenVocab:
         )
 
     @classmethod
-    def _from_sentencepiece(cls, file: Path, sp: spm.SentencePieceProcessor) -> TokenVocab:
+    def from_model_proto(cls, serialized: bytes) -> TokenVocab:
+        """A serialized sentencepiece model held in memory (e.g. one sampled by ZeTT's
+        sampler); roles come from the model itself, no file is read."""
+        return cls._from_sentencepiece(None, spm.SentencePieceProcessor(model_proto=serialized))
+
+    @classmethod
+    def _from_sentencepiece(cls, file: Path | None, sp: spm.SentencePieceProcessor) -> TokenVocab:
         size = sp.get_piece_size()
         pieces = [sp.id_to_piece(i) for i in range(size)]
         special = [bool(sp.is_control(i) or sp.is_unknown(i)) for i in range(size)]
@@ -253,7 +259,7 @@ class TokenVocab:
         for i in roles.values():
             special[i] = True
         return cls(
-            path=str(file),
+            path="<in memory>" if file is None else str(file),
             alphabet=METASPACE,
             pieces=pieces,
             special=special,
@@ -319,7 +325,7 @@ class TokenVocab:
 
 
 def _find_roles(
-    file: Path,
+    file: Path | None,
     lookup,
     pieces: Sequence[str | None],
     special: Sequence[bool],

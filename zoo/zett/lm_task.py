@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -268,8 +267,7 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
         return self._template
 
     def make_tokenizer(self, model_proto: bytes) -> TokenVocab:
-        sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        return TokenVocab._from_sentencepiece(Path("<sampled tokenizer>"), sp)
+        return TokenVocab.from_model_proto(model_proto)
 
     def target_tokenizer(self) -> TokenVocab:
         return TokenVocab.from_file(os.path.expanduser(self.config.task.target_tokenizer))
