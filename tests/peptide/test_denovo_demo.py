@@ -1,6 +1,7 @@
 """`make demo`'s de novo part end to end on its tiny variant: four trainings at equal wall
-time, the hybrid ablations, every decoder on both test sets, mzTab, results.json's summary
-and the figures; a rerun reuses every finished stage."""
+time, every decoder on both test sets, mzTab, results.json's summary and the figures; a rerun
+reuses every finished stage. (`--ablation`, the hybrid variants, runs the same train_stage and
+scoring code per variant; it is left out here to keep the suite in its 15 minutes.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def test_denovo_demo_script_end_to_end(tmp_path, monkeypatch):
     demo = runpy.run_path(str(runner.REPO / "recipes" / "denovo_demo.py"))
     workdir = tmp_path / "denovo_demo"
     args = ["--workdir", str(workdir), "--variant", "tiny", "--seconds", "1"]
-    args += ["--ablation", "twice_time", "--beam", "2", "--test-spectra", "8"]
+    args += ["--beam", "2", "--test-spectra", "8"]
     assert demo["main"](args) == 0
     results = json.loads((workdir / "results.json").read_text())
     assert set(results["summary"]) == {"ar", "nar", "nar_pmc", "hybrid"}
@@ -33,10 +34,7 @@ def test_denovo_demo_script_end_to_end(tmp_path, monkeypatch):
     assert seconds["hybrid stage 1"] >= 0.7 and seconds["hybrid stage 2"] >= 0.3
     assert seconds["hybrid stage 1"] + seconds["hybrid stage 2"] < 2
     assert all(n >= 1 for n in details["updates"].values())
-    assert set(details["ablation"]) == {"twice_time"}  # `--ablation` alone runs all four
-    for row in details["ablation"].values():
-        assert 0.0 <= row["aa_precision"] <= 1.0 and min(row["updates"]) >= 1
-    assert details["ablation"]["twice_time"]["train_seconds"] >= 2
+    assert "ablation" not in details  # `--ablation` (the hybrid variants) was not asked for
     for png in ("summary.png", "learning_curves.png", "ar/learning_curves.png"):
         assert (workdir / png).read_bytes()[:4] == b"\x89PNG", png
     assert (workdir / "hybrid_test.mztab").read_text().startswith("MTD")
@@ -46,5 +44,3 @@ def test_denovo_demo_script_end_to_end(tmp_path, monkeypatch):
     again = json.loads((workdir / "results.json").read_text())["details"]
     assert again["updates"] == details["updates"]
     assert again["train_seconds"] == details["train_seconds"]
-    twice = details["ablation"]["twice_time"]["updates"]
-    assert again["ablation"]["twice_time"]["updates"] == twice

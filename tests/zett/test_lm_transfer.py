@@ -1,7 +1,8 @@
 """ZeTT on a decoder-only LM: a small hypernetwork, trained with the causal-LM objective on
 sampled tokenizers for a tiny LM trained here (`zoo train` of recipes/lm.py:tiny on packed
 gettext text, whose learning the first test checks), moves it to a German byte-level BPE
-better than FVT does (held-out nats per character; 2.435 vs 2.473 when written, AMD EPYC);
+better than FVT does (held-out nats per character; at 150 and 250 hypernetwork steps 2.445
+and 2.435 vs FVT's 2.473 when written, AMD EPYC);
 `zoo transfer` writes an LM dir that `zoo generate` runs; FVT onto the model's own tokenizer
 changes nothing."""
 
@@ -49,10 +50,10 @@ def runs(tmp_path_factory, tfds_dir):
           "--config.eval.every_steps=100", "--config.checkpoint.every_steps=200")  # fmt: skip
     train(
         "recipes/zett_lm.py:tiny", hn, *common, f"--config.task.base={lm}",
-        "--config.train.num_steps=250", "--config.task.identity_steps=30",
+        "--config.train.num_steps=200", "--config.task.identity_steps=30",
         "--config.task.sample_vocab_size=800", "--config.model.num_layers=2",
         "--config.optim.learning_rate=2e-3", "--config.optim.warmup_steps=10",
-        "--config.eval.every_steps=250", "--config.checkpoint.every_steps=250",
+        "--config.eval.every_steps=200", "--config.checkpoint.every_steps=200",
     )  # fmt: skip
     cfg = modeldir.read_run_config(str(lm), ["causal_lm"])
     german = corpus_texts(cfg.task, "train")[1::2]  # pairs are (en, de)
@@ -103,7 +104,7 @@ def test_fvt_onto_its_own_tokenizer_changes_nothing(runs):
         np.testing.assert_array_equal(after[key][name], before[key][name])
 
 
-def test_zoo_transfer_then_generate(runs):
+def test_zoo_transfer_then_generate(runs, monkeypatch):
     out = runs["tmp"] / "de_lexical_cli"
     argv = ["transfer", "--checkpoint", str(runs["lm"]), "--tokenizer", str(runs["target"]),
             "--out", str(out), "--method", "lexical"]  # fmt: skip
@@ -112,14 +113,11 @@ def test_zoo_transfer_then_generate(runs):
     assert "zoo generate --checkpoint" in printed.getvalue()
     meta = modeldir.read_meta(str(out))
     assert meta["family"] == "lm" and meta["config"]["vocab_size"] == 800
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", "generate", "--checkpoint", str(out),
-         "--max-new-tokens", "8"],
-        input="Datei\n", capture_output=True, text=True, cwd=REPO, timeout=300,
-        env=runner.env_for(1),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip()
+    argv = ["generate", "--checkpoint", str(out), "--max-new-tokens", "8"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Datei\n"))
+    with redirect_stdout(io.StringIO()) as generated:
+        assert cli.main(argv) == 0
+    assert generated.getvalue().strip()
 
 
 def test_transfer_refuses_a_sentencepiece_target_for_an_lm(runs, tmp_path):
