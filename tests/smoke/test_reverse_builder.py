@@ -93,6 +93,18 @@ def test_invalid_parameters_raise_naming_the_value(tmp_path, kwargs, message):
         reverse_builder(tmp_path, **kwargs)
 
 
-def test_preparing_and_reading_do_not_import_tensorflow(train_source):
-    assert train_source[0]["inputs"].size > 0
-    assert "tensorflow" not in sys.modules
+def test_preparing_and_reading_do_not_import_tensorflow(tmp_path):
+    """In a fresh process: another test of the same pytest worker may import TensorFlow."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from zoo.data.sources import load_source\n"
+        "from zoo.smoke.data import reverse_builder\n"
+        f"b = reverse_builder({str(tmp_path)!r}, vocab_size=16, min_length=2, max_length=6,"
+        " num_train=20, num_validation=4, seed=0)\n"
+        "assert load_source(b, 'train')[0]['inputs'].size > 0\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
