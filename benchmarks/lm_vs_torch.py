@@ -44,17 +44,15 @@ Needs jax + zoo and torch + transformers in one environment (zoo never imports t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
+from _peers import cpu_model, finish, median, print_ratio_rows  # noqa: E402  (benchmarks/, first on sys.path)
+
 # torch's OpenMP threads spin-wait at barriers by default; on a machine shared with other
 # jobs (load > cores) a spinning thread holds a core the others need (benchmarks/
 # mbart_vs_torch.py measured a 3x slower torch training step). Passive waiting is the fair
@@ -159,21 +157,6 @@ def zoo_lm_config(args, model_fields: dict):
     c.optim.clip_norm = 1.0
     c.optim.grad_accum_steps = 1
     return c
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def interleaved(sides: dict, warmup: int, repeats: int):
@@ -431,12 +414,7 @@ def main(argv=None) -> None:
             "batch": f"{args.batch} x {args.length} tokens, no padding",
             **bench_train(args, hf, zoo_model, zoo_params, train_ids),
         }
-    result["load_average_at_end"] = list(os.getloadavg())
-    print_table(result)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    finish(result, print_table, args.json)
 
 
 def print_table(r: dict) -> None:
@@ -474,10 +452,7 @@ def print_table(r: dict) -> None:
         rows.append(
             ("generate call (s)", g["torch"]["call_s_median"], g["zoo"]["call_s_median"], None)
         )
-    print(f"{'median':<20} {'torch':>10} {'zoo (jax)':>10} {'zoo/torch':>10}")
-    for label, a, b, ratio in rows:
-        rs = f"{ratio:9.2f}x" if ratio is not None else ""
-        print(f"{label:<20} {a:10.4g} {b:10.4g} {rs:>10}")
+    print_ratio_rows(rows)
     for k in ("train", "generate"):
         if k in r:
             print(f"jax compile ({k}): {r[k]['jax_compile_s']:.1f} s")

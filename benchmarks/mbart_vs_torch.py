@@ -46,16 +46,16 @@ torch or ctranslate2; --no-ct2 runs without it):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
+from _peers import finish, median, print_ratio_rows  # noqa: E402  (benchmarks/, first on sys.path)
+
 # torch's OpenMP threads spin-wait at barriers by default; on a machine shared with other
 # jobs (load > cores) a spinning thread holds a core the others need, and a training step
 # of the default config measured 3x slower (18-21 s vs 5-9 s). Passive waiting is the fair
@@ -168,10 +168,6 @@ def zoo_translation_config(args, model_fields: dict):
     c.optim.weight_decay = 0.01
     c.optim.clip_norm = 1.0
     return c
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 # --------------------------------------------------------------------------- training
@@ -468,12 +464,7 @@ def main(argv=None) -> None:
             "batch": f"{args.batch} x {args.src_len} src / {args.tgt_len} tgt tokens",
             **bench_train(args, hf, zoo_model, zoo_params, rng),
         }
-    result["load_average_at_end"] = list(os.getloadavg())
-    print_table(result)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    finish(result, print_table, args.json)
 
 
 def print_table(r: dict) -> None:
@@ -506,10 +497,7 @@ def print_table(r: dict) -> None:
         rows.append(
             ("generate call (s)", g["torch"]["call_s_median"], g["zoo"]["call_s_median"], None)
         )
-    print(f"{'median':<20} {'torch':>10} {'zoo (jax)':>10} {'zoo/torch':>10}")
-    for label, a, b, ratio in rows:
-        rs = f"{ratio:9.2f}x" if ratio is not None else ""
-        print(f"{label:<20} {a:10.4g} {b:10.4g} {rs:>10}")
+    print_ratio_rows(rows)
     for k in ("train", "generate"):
         if k in r:
             print(f"jax compile ({k}): {r[k]['jax_compile_s']:.1f} s")

@@ -284,6 +284,33 @@ def lm_model(
     return c
 
 
+def zett_sampler(c: ConfigDict, *, sample_vocab_size: int = 2000) -> ConfigDict:
+    """Adds ZeTT's training keys (the per-step tokenizer sampler, warm-up, auxiliary loss) to
+    a tokenizer-transfer task block c; returns c."""
+    c.target_tokenizer = ""  # "" = sample a tokenizer every step; a path = fixed target
+    c.sample_vocab_size = sample_vocab_size  # pieces of each sampled UnigramLM tokenizer
+    c.sample_window = 16  # batches whose substring counts the sampler reads (ZeTT: 16)
+    c.noise_std = -1.0  # sampler noise; -1 = ZeTT's sigma ~ LogNormal(ln 1e-5, 4) per step
+    c.max_substring_len = 15  # longest substring counted (characters)
+    c.aux_weight = 0.5  # auxiliary loss: one-piece tokens' predictions vs source rows
+    c.identity_steps = 30  # identity warm-up steps (ZeTT: 10k of 200k)
+    c.identity_tokens = 1024  # source tokens per warm-up step (ZeTT: 16384)
+    c.anchor_tokens = 2048  # source tokens the output scalers are fitted on
+    return c
+
+
+def hypernet_model() -> ConfigDict:
+    c = ConfigDict()  # zoo.zett.hypernet.HypernetConfig (sizes come from the base model)
+    c.hidden_dim = 0  # 0 = the base model's width
+    c.num_layers = 3
+    c.num_heads = 0  # 0 = hidden // 64
+    c.mlp_dim = 0  # 0 = 2 * hidden
+    c.max_len = 7  # source pieces per token
+    c.num_fallback = 256  # learned rows for bytes the source vocabulary lacks
+    c.dtype = "float32"
+    return c
+
+
 # ------------------------------------------------------------------------------ demo drivers
 
 

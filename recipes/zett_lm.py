@@ -55,24 +55,8 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
         "data_dir",
     ):
         c.task[key] = text[key]  # the text the tokenizers are sampled from and the loss runs on
-    c.task.target_tokenizer = ""  # "" = sample a tokenizer every step; a path = fixed target
-    c.task.sample_vocab_size = 2000  # sentencepiece pieces of each sampled UnigramLM tokenizer
-    c.task.sample_window = 16  # batches whose substring counts the sampler reads (ZeTT: 16)
-    c.task.noise_std = -1.0  # sampler noise; -1 = ZeTT's sigma ~ LogNormal(ln 1e-5, 4) per step
-    c.task.max_substring_len = 15  # longest substring counted (characters)
-    c.task.aux_weight = 0.5  # auxiliary loss: one-piece tokens' predictions vs source rows
-    c.task.identity_steps = 30  # identity warm-up steps (ZeTT: 10k of 200k)
-    c.task.identity_tokens = 1024  # source tokens per warm-up step (ZeTT: 16384)
-    c.task.anchor_tokens = 2048  # source tokens the output scalers are fitted on
-
-    c.model = ml_collections.ConfigDict()  # zoo.zett.hypernet.HypernetConfig (sizes: the base's)
-    c.model.hidden_dim = 0  # 0 = the base model's hidden size
-    c.model.num_layers = 3
-    c.model.num_heads = 0  # 0 = hidden // 64
-    c.model.mlp_dim = 0  # 0 = 2 * hidden
-    c.model.max_len = 7  # source pieces per token
-    c.model.num_fallback = 256  # learned rows for bytes the source vocabulary lacks
-    c.model.dtype = "float32"
+    common.zett_sampler(c.task)
+    c.model = common.hypernet_model()
 
     c.data = ml_collections.ConfigDict()
     c.data.mode = "pad"  # fixed [batch, max_length] rows of `[bos] text [eos]` (truncated)

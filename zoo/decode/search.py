@@ -185,20 +185,34 @@ def greedy_search(
     Returns tokens: [B, T] int32, the tokens after the start token, pad after EOS.
     """
     batch = _batch_size(cache, start_ids_B)
+    forced_bos_B = None if forced_bos_id is None else _per_row(forced_bos_id, batch, "forced_bos")
+
+    def choose(logits_BxV, step, max_len_B):
+        logits_BxV = _apply_forcing(logits_BxV, step, max_len_B, forced_bos_B, forced_eos_id)
+        return jnp.argmax(logits_BxV, axis=-1)
+
+    return _one_token_per_step(
+        step_fn, cache, choose, start_ids_B=start_ids_B, max_len=max_len, eos_id=eos_id,
+        pad_id=pad_id, max_steps=max_steps,
+    )  # fmt: skip
+
+
+def _one_token_per_step(
+    step_fn: StepFn, cache, choose, *, start_ids_B, max_len, eos_id, pad_id, max_steps
+) -> jax.Array:
+    """The loop greedy and sampling share: `choose(logits_BxV f32, step, max_len_B) -> [B]`
+    picks each row's next token; finished rows get pad; a row ends at EOS or its max_len."""
+    batch = _batch_size(cache, start_ids_B)
     _check_cache(cache, batch)
     steps = _static_steps(max_len, max_steps)
     max_len_B = _per_row(max_len, batch, "max_len")
-    forced_bos_B = None if forced_bos_id is None else _per_row(forced_bos_id, batch, "forced_bos")
 
     def cond(s: GreedyState):
         return (s.step < steps) & ~jnp.all(s.finished_B)
 
     def body(s: GreedyState) -> GreedyState:
         logits_BxV, cache = step_fn(s.last_B, s.cache)
-        logits_BxV = _apply_forcing(
-            logits_BxV.astype(jnp.float32), s.step, max_len_B, forced_bos_B, forced_eos_id
-        )
-        next_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+        next_B = choose(logits_BxV.astype(jnp.float32), s.step, max_len_B).astype(jnp.int32)
         next_B = jnp.where(s.finished_B, pad_id, next_B)
         tokens_BxT = jax.lax.dynamic_update_slice(s.tokens_BxT, next_B[:, None], (0, s.step))
         finished_B = s.finished_B | (next_B == eos_id) | (s.step + 1 >= max_len_B)
@@ -262,38 +276,21 @@ def sample_search(
     the result as `greedy_search`: tokens [B, T] int32, the tokens after the start token,
     pad after EOS. HF's defaults differ: its generation config defaults top_k to 50.
     """
-    batch = _batch_size(cache, start_ids_B)
-    _check_cache(cache, batch)
-    steps = _static_steps(max_len, max_steps)
-    max_len_B = _per_row(max_len, batch, "max_len")
     temperature = jnp.asarray(temperature, jnp.float32)
     greedy = temperature <= 0
     safe_temperature = jnp.where(greedy, 1.0, temperature)
 
-    def cond(s: GreedyState):
-        return (s.step < steps) & ~jnp.all(s.finished_B)
-
-    def body(s: GreedyState) -> GreedyState:
-        logits_BxV, cache = step_fn(s.last_B, s.cache)
-        logits_BxV = logits_BxV.astype(jnp.float32)
+    def choose(logits_BxV, step, max_len_B):
         scores_BxV = filter_logits(
             logits_BxV, temperature=safe_temperature, top_k=top_k, top_p=top_p
         )
-        drawn_B = jax.random.categorical(jax.random.fold_in(rng, s.step), scores_BxV, axis=-1)
-        next_B = jnp.where(greedy, jnp.argmax(logits_BxV, axis=-1), drawn_B).astype(jnp.int32)
-        next_B = jnp.where(s.finished_B, pad_id, next_B)
-        tokens_BxT = jax.lax.dynamic_update_slice(s.tokens_BxT, next_B[:, None], (0, s.step))
-        finished_B = s.finished_B | (next_B == eos_id) | (s.step + 1 >= max_len_B)
-        return GreedyState(s.step + 1, tokens_BxT, next_B, finished_B, cache)
+        drawn_B = jax.random.categorical(jax.random.fold_in(rng, step), scores_BxV, axis=-1)
+        return jnp.where(greedy, jnp.argmax(logits_BxV, axis=-1), drawn_B)
 
-    init = GreedyState(
-        step=jnp.int32(0),
-        tokens_BxT=jnp.full((batch, steps), pad_id, jnp.int32),
-        last_B=_per_row(start_ids_B, batch, "start_ids"),
-        finished_B=max_len_B <= 0,
-        cache=cache,
-    )
-    return jax.lax.while_loop(cond, body, init).tokens_BxT
+    return _one_token_per_step(
+        step_fn, cache, choose, start_ids_B=start_ids_B, max_len=max_len, eos_id=eos_id,
+        pad_id=pad_id, max_steps=max_steps,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

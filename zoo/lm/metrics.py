@@ -17,7 +17,7 @@ import numpy as np
 import tokenizers
 
 from zoo.lm.model import LM
-from zoo.lm.task import BOS_NAMES, EOS_NAMES, special_id
+from zoo.lm.task import BOS_NAMES, EOS_NAMES, special_id, with_markers
 
 
 def heldout_nats_per_char(
@@ -35,7 +35,7 @@ def heldout_nats_per_char(
     bos, eos = special_id(tokenizer, BOS_NAMES), special_id(tokenizer, EOS_NAMES)
     rows, truncated = [], 0
     for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        ids = ([bos] if bos is not None else []) + enc.ids + ([eos] if eos is not None else [])
+        ids = with_markers(enc.ids, bos, eos)
         truncated += len(ids) > max_length
         rows.append(ids[:max_length])
 

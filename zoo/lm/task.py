@@ -36,8 +36,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from zoo.data import gettext, pipeline, plans
-from zoo.data.sources import scan_shared
+from zoo.data import gettext
 from zoo.io import modeldir
 from zoo.lm.model import LM, LMConfig, count_flops
 from zoo.train.losses import label_smoothed_cross_entropy
@@ -94,6 +93,11 @@ def train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tokenizers.Tok
         single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
     return tok
+
+
+def with_markers(ids: Sequence[int], bos: int | None, eos: int | None) -> list[int]:
+    """`[bos] ids [eos]`, each marker when there is one: a document as the LM sees it."""
+    return ([bos] if bos is not None else []) + list(ids) + ([eos] if eos is not None else [])
 
 
 def _text_files(spec: str, key: str) -> list[str]:
@@ -157,6 +161,7 @@ class CausalLMTask(Task):
         super().__init__(config)
         self._tokenizer: tokenizers.Tokenizer | None = None
         self._sources: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._texts: dict[str, list[str]] = {}
         fields = config.model.to_dict()
         self._checkpoint_tokenizer = ""
         pretrained = checkpoint_model(config)
@@ -247,7 +252,7 @@ class CausalLMTask(Task):
                 if os.path.isdir(path):
                     path = os.path.join(path, "tokenizer.json")
             else:
-                texts = corpus_texts(t, "train")
+                texts = self.texts("train")
                 digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
                 path = os.path.join(
                     os.path.expanduser(t.data_dir), "lm_tokenizers",
@@ -270,6 +275,12 @@ class CausalLMTask(Task):
         self.tokenizer()
         return self._tokenizer_path
 
+    def texts(self, split: str) -> list[str]:
+        """The split's documents (read once: the trained tokenizer and examples share them)."""
+        if split not in self._texts:
+            self._texts[split] = corpus_texts(self.config.task, split)
+        return self._texts[split]
+
     def prepare_data(self) -> None:
         self.tokenizer()
         self.examples("train")
@@ -282,13 +293,9 @@ class CausalLMTask(Task):
             eos = special_id(tok, EOS_NAMES) if self.config.task.add_eos else None
             limit = self.config.data.max_length
             pieces = []
-            texts = corpus_texts(self.config.task, split)
+            texts = self.texts(split)
             for enc in tok.encode_batch(texts, add_special_tokens=False):
-                ids = (
-                    ([bos] if bos is not None else [])
-                    + enc.ids
-                    + ([eos] if eos is not None else [])
-                )
+                ids = with_markers(enc.ids, bos, eos)
                 for start in range(0, len(ids), limit):
                     chunk = np.asarray(ids[start : start + limit], np.int32)
                     if len(chunk) >= 2:  # a piece needs one next-token target
@@ -302,34 +309,14 @@ class CausalLMTask(Task):
         return self._sources[split]
 
     def dataset(self, split, *, seed, process_index, process_count, batch_multiple, train):
-        d = self.config.data
-        batching = pipeline.BatchingConfig(
-            mode=d.mode,
-            global_batch_size=d.global_batch_size,
-            max_length=d.max_length,
-            tokens_per_batch=d.tokens_per_batch,
-            bucket_boundaries=tuple(d.bucket_boundaries),
-            batch_multiple=batch_multiple,
-            pad_id=0,
-        )
-        source = self.examples(split)
-        features = ["tokens"] if self.packed else ["tokens", "real"]
-        lengths = scan_shared(
-            len(source),
-            lambda rows: plans.feature_lengths(source, features, rows),
-            process_index,
-            process_count,
-        )
-        return pipeline.make_dataset(
-            source,
-            features,
-            batching,
+        return self.batched(
+            self.examples(split),
             seed=seed,
-            shuffle=train,
-            num_epochs=None if train else 1,
             process_index=process_index,
             process_count=process_count,
-            lengths=lengths,
+            batch_multiple=batch_multiple,
+            train=train,
+            features=("tokens",) if self.packed else ("tokens", "real"),
         )
 
     def describe(self) -> str:

@@ -94,9 +94,10 @@ class Task(abc.ABC):
         batch_multiple: int,
         train: bool,
         pad_id: int = 0,
+        features: tuple[str, ...] = ("inputs", "targets"),
     ) -> Any:
-        """`inputs`/`targets` examples of `source` batched as config.data says (train: shuffled,
-        repeated; eval: one ordered pass)."""
+        """`features` (default `inputs`/`targets`) of `source`'s examples batched as
+        config.data says (train: shuffled, repeated; eval: one ordered pass)."""
         d = self.config.data
         batching = pipeline.BatchingConfig(
             mode=d.mode,
@@ -107,7 +108,7 @@ class Task(abc.ABC):
             batch_multiple=batch_multiple,
             pad_id=pad_id,
         )
-        features = ["inputs", "targets"]
+        features = list(features)
         lengths = scan_shared(
             len(source),
             lambda rows: plans.feature_lengths(source, features, rows),

@@ -35,7 +35,14 @@ import sentencepiece as spm
 import tokenizers
 from sentencepiece import sentencepiece_pb2
 
-from zoo.zett.vocab import META, NUM_FALLBACK, SURFACE_LEN, SurfaceForms, identity_processor
+from zoo.zett.vocab import (
+    META,
+    NUM_FALLBACK,
+    SURFACE_LEN,
+    SurfaceForms,
+    identity_processor,
+    walk_nodes,
+)
 
 ROLES = ("bos", "eos", "pad", "unk")
 # Role names tried when there is no tokenizer_config.json (or it leaves a role out).
@@ -74,18 +81,10 @@ def unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
-def _walk(node: Any) -> list[dict]:
-    """A tokenizer.json normalizer/pre-tokenizer/decoder node, Sequences flattened."""
-    if not node:
-        return []
-    members = node.get("normalizers") or node.get("pretokenizers") or node.get("decoders")
-    if node.get("type") == "Sequence" and members is not None:
-        return [leaf for m in members for leaf in _walk(m)]
-    return [node]
-
-
 def _alphabet(cfg: dict, file: Path) -> str:
-    parts = [n for key in ("normalizer", "pre_tokenizer", "decoder") for n in _walk(cfg.get(key))]
+    parts = [
+        n for key in ("normalizer", "pre_tokenizer", "decoder") for n in walk_nodes(cfg.get(key))
+    ]
     if any(n.get("type") == "ByteLevel" for n in parts):
         return BYTELEVEL
     if any(n.get("type") == "Metaspace" for n in parts) or any(

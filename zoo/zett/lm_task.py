@@ -31,7 +31,7 @@ from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from zoo.io import modeldir
 from zoo.lm.model import LM, LMConfig, count_flops
-from zoo.lm.task import CausalLMTask, corpus_texts
+from zoo.lm.task import CausalLMTask, corpus_texts, with_markers
 from zoo.train.losses import label_smoothed_cross_entropy
 from zoo.zett import hypernet, vocab
 from zoo.zett.batches import transfer_batches
@@ -64,6 +64,21 @@ def base_lm(base: str) -> tuple[LMConfig, str]:
     return task.model_config, task.tokenizer_path
 
 
+def lm_hypernet_config(model_fields: dict, base: LMConfig, pad_id: int) -> hypernet.HypernetConfig:
+    """The hypernetwork of a recipe's model block for base LM `base`: its sizes, the
+    decompositions' pad, an output head when untied, no bias head (Llamas have no output bias)."""
+    return hypernet.HypernetConfig.from_dict(
+        {
+            **model_fields,
+            "source_vocab_size": base.vocab_size,
+            "embed_dim": base.hidden_size,
+            "pad_id": pad_id,
+            "separate_out": not base.tie_word_embeddings,
+            "predict_bias": False,
+        }
+    )
+
+
 class _SamplerTemplate:
     """What `vocab.sample_unigram_model` reads from its template: a processor whose normalizer
     the sampled tokenizers keep. Here: no normalization but sentencepiece's whitespace handling
@@ -92,20 +107,12 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
         self.base_config, self.tokenizer_path = base_lm(t.base)
         self.base_model = LM(self.base_config)
         self.source_tokenizer = TokenVocab.from_file(self.tokenizer_path)
-        self._decomposer = ByteDecomposer(self.source_tokenizer)
+        fields = dict(config.model.to_dict())
+        self._decomposer = ByteDecomposer(self.source_tokenizer, int(fields.get("max_len", 7)))
         self.pad_id = self._decomposer.pad_id
         self.tied = self.base_config.tie_word_embeddings
-        fields = dict(config.model.to_dict())
-        fields.update(
-            source_vocab_size=self.base_config.vocab_size,
-            embed_dim=self.base_config.hidden_size,
-            pad_id=self.pad_id,
-            separate_out=not self.tied,
-            predict_bias=False,
-        )
-        self.hypernet_config = hypernet.HypernetConfig.from_dict(fields)
+        self.hypernet_config = lm_hypernet_config(fields, self.base_config, self.pad_id)
         self.hypernet = hypernet.Hypernet(self.hypernet_config)
-        self._decomposer = ByteDecomposer(self.source_tokenizer, self.hypernet_config.max_len)
         self._vocab_rows = None
         self._template = _SamplerTemplate()
         self._texts: dict[str, list[tuple[str]]] = {}
@@ -121,26 +128,12 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
                 self._vocab_rows = int(t.sample_vocab_size)
         return self._vocab_rows
 
-    def batch_axes(self):
-        return {
-            "tokens": ("batch", "length"),
-            "real": ("batch", "length"),
-            "surface": (None, None),
-            "special_source": (None,),
-            "vocab_valid": (None,),
-            "identity_surface": (None, None),
-            "identity_ids": (None,),
-        }
+    def text_axes(self):
+        return {"tokens": ("batch", "length"), "real": ("batch", "length")}
 
-    def example_batch(self, batch_size):
-        batch = super().example_batch(batch_size)
+    def example_text(self, batch_size):
         L = self.config.data.max_length
-        del batch["inputs"], batch["targets"]
-        return {
-            "tokens": np.zeros((batch_size, L), np.int32),
-            "real": np.zeros((batch_size, L), np.int32),
-            **batch,
-        }
+        return {k: np.zeros((batch_size, L), np.int32) for k in self.text_axes()}
 
     def tokens_in_batch(self, batch) -> int:
         return int(np.count_nonzero(np.asarray(batch["real"])))
@@ -155,20 +148,9 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
         base = count_flops(dataclasses.replace(self.base_config, vocab_size=v), b, length)
         return base + 6.0 * self._hypernet_param_count(k) * v * k
 
-    def _hypernet_param_count(self, k: int) -> int:
-        if getattr(self, "_hn_param_count", None) is None:
-            c = self.base_config
-            table = jnp.zeros((c.vocab_size, c.hidden_size))
-            shapes = jax.eval_shape(
-                lambda: self.hypernet.init(
-                    jax.random.PRNGKey(0),
-                    jnp.zeros((1, k), jnp.int32),
-                    table,
-                    None if self.tied else table,
-                )  # fmt: skip
-            )
-            self._hn_param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-        return self._hn_param_count
+    def table_shapes(self) -> list[tuple[int, int]]:
+        c = self.base_config
+        return [(c.vocab_size, c.hidden_size)] * (1 if self.tied else 2)
 
     # --- the base's matrices ---------------------------------------------------------------
     def source_tables(self, base_params):
@@ -177,13 +159,8 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
         e_out = None if self.tied else base_params["lm_head"]["kernel"].T
         return e_in, e_out, None
 
-    def init_variables(self, rng, batch):
-        r1, r2 = jax.random.split(rng)
-        base_vars = self.base_model.init({"params": r2}, batch["tokens"], batch["real"])
-        c = self.base_config
-        table = jnp.zeros((c.vocab_size, c.hidden_size), jnp.float32)
-        hn_vars = self.hypernet.init(r1, batch["surface"], table, None if self.tied else table)
-        return {"params": {"hypernet": hn_vars["params"], "base": base_vars["params"]}}
+    def base_init(self, rng, batch):
+        return self.base_model.init({"params": rng}, batch["tokens"], batch["real"])
 
     def finish_init(self, params):
         """Loads the base LM from task.base and fits the scalers on anchor tokens."""
@@ -278,9 +255,7 @@ class LMTokenizerTransferTask(TokenizerTransferTask):
         real = np.zeros((rows, max_length), np.int32)
         bos, eos = tok.roles.get("bos"), tok.roles.get("eos")
         for r, (text,) in enumerate(pairs):
-            ids = tok.encode(text)
-            ids = ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
-            ids = ids[:max_length]
+            ids = with_markers(tok.encode(text), bos, eos)[:max_length]
             tokens[r, : len(ids)], real[r, : len(ids)] = ids, 1
         return {"tokens": tokens, "real": real}
 

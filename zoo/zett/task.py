@@ -108,23 +108,30 @@ class TokenizerTransferTask(Task):
     def identity_rows(self) -> int:
         return min(int(self.config.task.identity_tokens), self.hypernet_config.source_vocab_size)
 
+    # Features of the step's vocabulary, the same for every family's text features.
+    VOCAB_AXES = {
+        "surface": (None, None),
+        "special_source": (None,),
+        "vocab_valid": (None,),
+        "identity_surface": (None, None),
+        "identity_ids": (None,),
+    }
+
+    def text_axes(self) -> dict[str, tuple[str | None, ...]]:
+        """Logical axes of the text features (what `encode_rows` returns)."""
+        return {"inputs": ("batch", "length"), "targets": ("batch", "length")}
+
     def batch_axes(self):
-        return {
-            "inputs": ("batch", "length"),
-            "targets": ("batch", "length"),
-            "surface": (None, None),
-            "special_source": (None,),
-            "vocab_valid": (None,),
-            "identity_surface": (None, None),
-            "identity_ids": (None,),
-        }
+        return {**self.text_axes(), **self.VOCAB_AXES}
+
+    def example_text(self, batch_size) -> dict[str, np.ndarray]:
+        L = self.config.data.max_length
+        return {k: np.full((batch_size, L), self.pad_id, np.int32) for k in self.text_axes()}
 
     def example_batch(self, batch_size):
-        L, V = self.config.data.max_length, self.vocab_rows
-        n, k = self.identity_rows, self.hypernet_config.max_len
+        V, n, k = self.vocab_rows, self.identity_rows, self.hypernet_config.max_len
         return {
-            "inputs": np.full((batch_size, L), self.pad_id, np.int32),
-            "targets": np.full((batch_size, L), self.pad_id, np.int32),
+            **self.example_text(batch_size),
             "surface": np.full((V, k), self.pad_id, np.int32),
             "special_source": np.full((V,), -1, np.int32),
             "vocab_valid": np.ones((V,), bool),
@@ -151,32 +158,35 @@ class TokenizerTransferTask(Task):
     def _hypernet_param_count(self, k: int) -> int:
         """Parameters of the hypernetwork (counted once; the loop asks at every log step)."""
         if getattr(self, "_hn_param_count", None) is None:
-            bc = self.base_task.model_config
-            self._hn_param_count = sum(
-                int(np.prod(x.shape))
-                for x in jax.tree.leaves(
-                    jax.eval_shape(
-                        lambda: self.hypernet.init(
-                            jax.random.PRNGKey(0),
-                            jnp.zeros((1, k), jnp.int32),
-                            jnp.zeros((bc.vocab_size, bc.d_model)),
-                        )
-                    )
+            tables = [jnp.zeros(shape) for shape in self.table_shapes()]
+            shapes = jax.eval_shape(
+                lambda: self.hypernet.init(
+                    jax.random.PRNGKey(0), jnp.zeros((1, k), jnp.int32), *tables
                 )
             )
+            self._hn_param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
         return self._hn_param_count
 
+    def table_shapes(self) -> list[tuple[int, int]]:
+        """Shapes of the source matrices the hypernetwork reads (input embedding, and the
+        output rows of an untied model)."""
+        bc = self.base_task.model_config
+        return [(bc.vocab_size, bc.d_model)]
+
     # --- model ---------------------------------------------------------------------
+    def base_init(self, rng, batch):
+        """The base model's init on the batch's text features (its shapes; finish_init loads
+        the real weights)."""
+        inputs, targets = batch["inputs"], batch["targets"]
+        return self.base_model.init(
+            {"params": rng}, inputs, inputs != self.pad_id, shift_tokens_right(targets, self.pad_id)
+        )
+
     def init_variables(self, rng, batch):
         r1, r2 = jax.random.split(rng)
-        inputs, targets = batch["inputs"], batch["targets"]
-        base_vars = self.base_model.init(
-            {"params": r2}, inputs, inputs != self.pad_id, shift_tokens_right(targets, self.pad_id)
-        )
-        bc = self.base_task.model_config
-        hn_vars = self.hypernet.init(
-            r1, batch["surface"], jnp.zeros((bc.vocab_size, bc.d_model), jnp.float32)
-        )
+        tables = [jnp.zeros(shape, jnp.float32) for shape in self.table_shapes()]
+        hn_vars = self.hypernet.init(r1, batch["surface"], *tables)
+        base_vars = self.base_init(r2, batch)
         return {"params": {"hypernet": hn_vars["params"], "base": base_vars["params"]}}
 
     def finish_init(self, params):

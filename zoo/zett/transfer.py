@@ -38,7 +38,7 @@ from zoo.zett.hypernet import (
     lexical_embeddings,
     predict_embeddings,
 )
-from zoo.zett.lm_task import LMTokenizerTransferTask, base_lm
+from zoo.zett.lm_task import LMTokenizerTransferTask, base_lm, lm_hypernet_config
 from zoo.zett.task import TokenizerTransferTask
 
 METHODS = ("hypernet", "fvt", "lexical")
@@ -182,16 +182,9 @@ def lm_transfer_embeddings(
 def load_lm_hypernet(hn_dir: str, source: TokenVocab, config: LMConfig):
     """(Hypernet, params) from a `zoo train` workdir of the lm_tokenizer_transfer task."""
     c = modeldir.read_run_config(hn_dir, [LMTokenizerTransferTask.name], "--hypernet")
-    fields = dict(c.model.to_dict())
-    fields.update(
-        source_vocab_size=config.vocab_size,
-        embed_dim=config.hidden_size,
-        pad_id=ByteDecomposer(source).pad_id,
-        separate_out=not config.tie_word_embeddings,
-        predict_bias=False,
-    )
+    hn_config = lm_hypernet_config(c.model.to_dict(), config, ByteDecomposer(source).pad_id)
     params = modeldir.load_params(hn_dir)["hypernet"]
-    return Hypernet(HypernetConfig.from_dict(fields)), params
+    return Hypernet(hn_config), params
 
 
 def transfer_lm(

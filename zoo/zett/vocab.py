@@ -435,20 +435,20 @@ def _check_loads(serialized: bytes, file: Path) -> bytes:
     return serialized
 
 
-def _walk(node: Any) -> list[dict]:
+def walk_nodes(node: Any) -> list[dict]:
     """A normalizer/pre-tokenizer/decoder node and, for a Sequence, its members, flattened."""
     if not node:
         return []
     members = node.get("normalizers") or node.get("pretokenizers") or node.get("decoders")
     if node.get("type") == "Sequence" and members is not None:
-        return [leaf for m in members for leaf in _walk(m)]
+        return [leaf for m in members for leaf in walk_nodes(m)]
     return [node]
 
 
 def _normalizer_spec(cfg: dict, file: Path) -> model_pb2.NormalizerSpec:
     """normalizer + pre_tokenizer of a tokenizer.json as a sentencepiece NormalizerSpec."""
     for part in ("normalizer", "pre_tokenizer", "decoder"):
-        if any(n.get("type") == "ByteLevel" for n in _walk(cfg.get(part))):
+        if any(n.get("type") == "ByteLevel" for n in walk_nodes(cfg.get(part))):
             raise ValueError(
                 f"{file}: byte-level BPE tokenizers (GPT-2 style, ByteLevel {part}) are not "
                 "supported for mBART; pass a sentencepiece .model (or a Metaspace "
@@ -459,7 +459,7 @@ def _normalizer_spec(cfg: dict, file: Path) -> model_pb2.NormalizerSpec:
     spec = model_pb2.NormalizerSpec(name="identity")
     spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = False
     charsmaps = []
-    for node in _walk(cfg.get("normalizer")):
+    for node in walk_nodes(cfg.get("normalizer")):
         kind = node.get("type")
         pattern = node.get("pattern") or {}
         if kind == "Precompiled":
@@ -491,7 +491,7 @@ def _normalizer_spec(cfg: dict, file: Path) -> model_pb2.NormalizerSpec:
         spec.name, spec.precompiled_charsmap = charsmaps[0]
 
     meta = None
-    for node in _walk(cfg.get("pre_tokenizer")):
+    for node in walk_nodes(cfg.get("pre_tokenizer")):
         kind = node.get("type")
         if kind == "WhitespaceSplit":
             spec.remove_extra_whitespaces = True
@@ -527,7 +527,7 @@ def _proto_from_tokenizer_json(cfg: dict, file: Path) -> model_pb2.ModelProto:
     special = {t["content"] for t in added if t.get("special")}
     user = {t["content"] for t in added if not t.get("special")}
     byte_fallback = bool(model.get("byte_fallback"))
-    metaspaces = [n for n in _walk(cfg.get("pre_tokenizer")) if n.get("type") == "Metaspace"]
+    metaspaces = [n for n in walk_nodes(cfg.get("pre_tokenizer")) if n.get("type") == "Metaspace"]
     split = all(n.get("split", True) for n in metaspaces)
 
     def piece_type(piece: str, usable: bool) -> int:
