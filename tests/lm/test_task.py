@@ -13,7 +13,7 @@ from flax import linen as nn
 
 from zoo.io import modeldir
 from zoo.lm.convert import convert
-from zoo.lm.task import CausalLMTask, corpus_texts
+from zoo.lm.task import CausalLMTask, corpus_texts, load_tokenizer
 from zoo.train import loop
 from zoo.train.config import load as load_recipe
 
@@ -125,3 +125,15 @@ def test_continues_a_converted_checkpoint(tmp_path, text_files):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert np.isfinite(json.loads(rows[-1])["loss"])
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00garbage", b'{"version": "1.0", "model": {"type": "BPE", "vocab": {'],
+    ids=["binary", "truncated"],
+)  # fmt: skip
+def test_a_damaged_tokenizer_json_is_one_line_naming_it(tmp_path, content):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=r"tokenizer.json is not a tokenizer.json") as e:
+        load_tokenizer(str(bad))
+    assert "\n" not in str(e.value)

@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from zoo.io import modeldir
 from zoo.io.weights import TRANSFORMERS_WEIGHT_FILES, read_transformers_weights
 from zoo.lm.model import LM, LMConfig
+from zoo.nn import checks
 
 # model_type -> transformers' architecture class name.
 ARCHITECTURES = {
@@ -62,14 +63,21 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> LMConfig:
         raise ValueError(f"{source} has mlp_bias=true, which zoo.lm does not implement")
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         raise ValueError(f"{source} has partial_rotary_factor != 1, which zoo.lm lacks")
-    heads = hf.get("num_attention_heads", 32)
-    hidden = hf.get("hidden_size", 4096)
+    try:  # a file may put anything anywhere: a wrong type is one line naming the file
+        return _config_from_fields(hf, model_type)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source} does not describe a valid {model_type}: {e}") from None
+
+
+def _config_from_fields(hf: dict[str, Any], model_type: str) -> LMConfig:
+    heads = checks.int_in("model.num_heads", hf.get("num_attention_heads", 32), 1, checks.MAX_HEADS)
+    hidden = checks.int_in("model.hidden_size", hf.get("hidden_size", 4096), 1, checks.MAX_WIDTH)
     head_dim = hf.get("head_dim")
     if model_type == "qwen2":
         qkv_bias, out_bias = True, False
         if hf.get("use_sliding_window", False):
             raise ValueError(
-                f"{source} has use_sliding_window=true; zoo.lm applies a window to every layer "
+                "use_sliding_window=true: zoo.lm applies a window to every layer "
                 "(Mistral) and lacks Qwen2's per-layer max_window_layers"
             )
         window = None
@@ -99,10 +107,7 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> LMConfig:
         pad_token_id=hf.get("pad_token_id"),
     )
     config = LMConfig(**fields)
-    try:
-        config.validate()
-    except ValueError as e:
-        raise ValueError(f"{source} does not describe a valid {model_type}: {e}") from None
+    config.validate()
     return config
 
 
