@@ -51,7 +51,9 @@ fi
 # break its output) and the session follows the log. The shell then ignores SIGTERM, so it
 # outlives a preemption to report zoo's status. If the session ends first (ssh lost, Ctrl-C),
 # tail stops and zoo gets SIGTERM: it saves a checkpoint and exits with status 75.
-remote="cd ~/zoo || exit 1; $env ~/zoo-venv/bin/zoo train $(show "${args[@]}")"
+# The log exists before tail starts (else tail can find no file, end at once, and its kill
+# would stop zoo before it began).
+remote="cd ~/zoo || exit 1; : >~/zoo-train.log; $env ~/zoo-venv/bin/zoo train $(show "${args[@]}")"
 remote+=" >~/zoo-train.log 2>&1 & pid=\$!; trap \"\" TERM"
 remote+="; tail -n +1 -f --pid=\$pid ~/zoo-train.log; kill \$pid 2>/dev/null; wait \$pid"
 status=0

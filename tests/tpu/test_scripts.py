@@ -276,7 +276,7 @@ def test_run_dry_run(no_gcloud):
     (line,) = r.stdout.splitlines()
     assert shlex.split(line) == [
         *SSH,
-        "cd ~/zoo || exit 1; ZOO_DISTRIBUTED=auto TFDS_DATA_DIR=gs://b/tfds "
+        "cd ~/zoo || exit 1; : >~/zoo-train.log; ZOO_DISTRIBUTED=auto TFDS_DATA_DIR=gs://b/tfds "
         "~/zoo-venv/bin/zoo train --workdir gs://b/runs/x --config recipes/smoke.py:full "
         "'--config.optim.frozen=(\"^encoder_\",)' --config.task.data_dir=gs://b/tfds" + FOLLOW,
     ]
@@ -334,7 +334,7 @@ def test_babysit_dry_run_prints_one_attempt(no_gcloud, tmp_path):
     assert r.returncode == 0, r.stderr
     tarball = f"{tmp_path}/zoo-t1.tar.gz"
     train = (
-        "cd ~/zoo || exit 1; ZOO_DISTRIBUTED=auto ~/zoo-venv/bin/zoo train "
+        "cd ~/zoo || exit 1; : >~/zoo-train.log; ZOO_DISTRIBUTED=auto ~/zoo-venv/bin/zoo train "
         "--workdir gs://b/r --config recipes/smoke.py:full" + FOLLOW
     )
     assert [shlex.split(line) for line in r.stdout.splitlines()] == [
